@@ -1,28 +1,21 @@
 """The node's key pair, its onion-form id, and every signature statebus makes.
 
-A node id is the Tor v3 onion form of the node's Ed25519 public key::
+A node id is the Tor v3 onion form of the Ed25519 public key, so it is URL- and
+hostname-safe, catches typos, and is the node's onion address:
+``base32(pubkey || SHA3-256(b".onion checksum" || pubkey || b"\\x03")[:2] || b"\\x03")``.
 
-    base32(pubkey || checksum || 0x03), lowercase, 56 characters
-    checksum = SHA3-256(b".onion checksum" || pubkey || b"\\x03")[:2]
-
-so it is URL- and hostname-safe, catches typos, and is the node's onion address.
-
-``DATA/identity.key`` is a small JSON document, written atomically and 0600::
+``DATA/identity.key`` is JSON, written atomically and 0600. Unsealed::
 
     {"format": "statebus/identity", "version": 1, "node_id": "<56 chars>",
      "sealed": false, "seed": "<base64 of the 32-byte Ed25519 seed>"}
 
-    {"format": "statebus/identity", "version": 1, "node_id": "<56 chars>",
-     "sealed": true, "kdf": "argon2id", "salt": "<base64, 16 bytes>",
-     "opslimit": 2, "memlimit": 67108864,
-     "box": "<base64 of SecretBox(nonce || ciphertext) of the seed>"}
+Sealed: ``"sealed": true`` and, instead of ``seed``, ``"kdf": "argon2id"``,
+``"salt"`` (base64, 16 bytes), ``"opslimit"``, ``"memlimit"`` and ``"box"`` (base64
+of SecretBox nonce || ciphertext of the seed; key = Argon2id of the NFC, UTF-8
+passphrase). ``node_id`` is public: it tells whose key a file holds without the
+passphrase, and ``load`` checks the seed against it.
 
-``node_id`` is public; it lets ``is_sealed`` and ``save`` tell whose key a file
-holds without the passphrase, and ``load`` checks the seed against it. The
-passphrase is NFC-normalised, then UTF-8, then Argon2id.
-
-PyNaCl's exceptions are translated into ``statebus.errors`` in ``_nacl_errors``
-and nowhere else.
+PyNaCl's exceptions become ``statebus.errors`` in ``_nacl_errors`` and nowhere else.
 """
 
 from __future__ import annotations
@@ -65,7 +58,6 @@ _T = TypeVar("_T")
 
 KEY_FILE = "identity.key"
 PUBLIC_KEY_SIZE = 32
-SIGNATURE_SIZE = 64
 ONION_VERSION = 3
 NODE_ID_LENGTH = 56
 ENTRY_TAG = b"statebus/entry/v1\0"
@@ -95,16 +87,18 @@ def node_id_from_public_key(public_key: bytes) -> NodeId:
 def _decode_node_id(text: str) -> tuple[NodeId, bytes]:
     """Validate ``text`` once, most basic fault first, so the message names the real one."""
     shown = text if len(text) <= 80 else text[:77] + "..."
-    candidate = text.lower().removesuffix(".onion")
+    candidate = text[:-6] if text[-6:].lower() == ".onion" else text
     if len(candidate) != NODE_ID_LENGTH:
         raise InvalidNodeId(
             f"a node id is {NODE_ID_LENGTH} base32 characters, got {len(candidate)}: {shown!r}"
         )
     for position, char in enumerate(candidate):
-        if char not in _BASE32:
+        # isascii first: str.lower() maps a few non-ASCII letters (the Kelvin sign) to ASCII.
+        if not (char.isascii() and char.lower() in _BASE32):
             raise InvalidNodeId(
                 f"a node id uses only a-z and 2-7; {char!r} at position {position} is not allowed"
             )
+    candidate = candidate.lower()
     raw = base64.b32decode(candidate.upper())
     public_key, checksum, version = raw[:32], raw[32:34], raw[34]
     if version != ONION_VERSION:
@@ -212,7 +206,7 @@ class Identity:
         return self._signing_key.to_curve25519_private_key()
 
     def unseal(self, sealed: bytes) -> bytes:
-        """Open what ``seal_to(self.node_id, ...)`` made (the inverse of ``seal_to``, not ``seal``)."""
+        """Open what ``seal_to(self.node_id, ...)`` made; the inverse of ``seal_to``."""
         box = nacl.public.SealedBox(self.box_private_key())
         with _nacl_errors(DecryptionError, "cannot unseal: not sealed to this node, or tampered"):
             return box.decrypt(sealed)
@@ -236,13 +230,16 @@ class Identity:
                 raise IdentityError(f"the key in {path} is sealed: a passphrase is needed")
             if _field(doc, "kdf", str, path) != "argon2id":
                 raise IdentityError(f"{path} is damaged: unknown kdf {doc['kdf']!r}")
-            limits = KdfLimits(
-                _field(doc, "opslimit", int, path), _field(doc, "memlimit", int, path)
-            )
-            salt = _b64_field(doc, "salt", path)
-            key = _passphrase_key(passphrase, salt, limits)
+            ops, mem = _field(doc, "opslimit", int, path), _field(doc, "memlimit", int, path)
+            try:
+                limits = KdfLimits(ops, mem)
+            except IdentityError as exc:
+                raise IdentityError(f"{path} is damaged: {exc.detail}") from None
+            key = _passphrase_key(passphrase, _b64_field(doc, "salt", path), limits)
             sealed_seed = _b64_field(doc, "box", path)
-            with _nacl_errors(IdentityError, f"cannot unseal {path}: wrong passphrase"):
+            with _nacl_errors(
+                IdentityError, f"cannot unseal {path}: wrong passphrase (or a damaged box)"
+            ):
                 seed = nacl.secret.SecretBox(key).decrypt(sealed_seed)
         else:
             seed = _b64_field(doc, "seed", path)
@@ -257,55 +254,37 @@ class Identity:
     def load_or_create(
         cls, data_dir: Path, passphrase: str | None = None, *, limits: KdfLimits = INTERACTIVE
     ) -> Identity:
-        """The node's key: loaded if ``data_dir`` has one, else made and saved (never clobbered)."""
-        if not (data_dir / KEY_FILE).exists():
-            identity = cls.generate()
-            if identity._write(data_dir, passphrase, limits, replace=False):
-                return identity
-            # Another process created the file between our check and our write: use theirs.
-        return cls.load(data_dir, passphrase)
+        """The node's key: loaded if ``data_dir`` has one, else made and saved."""
+        if (data_dir / KEY_FILE).exists():
+            return cls.load(data_dir, passphrase)
+        identity = cls.generate()
+        identity.save(data_dir, passphrase, limits=limits)
+        return identity
 
     def save(
         self, data_dir: Path, passphrase: str | None = None, *, limits: KdfLimits = INTERACTIVE
     ) -> None:
         """Write the key file, sealed when a passphrase is given; never over another node's key."""
-        self._write(data_dir, passphrase, limits, replace=True)
-
-    def seal(self, data_dir: Path, passphrase: str, *, limits: KdfLimits = INTERACTIVE) -> None:
-        """Re-save the key file sealed with ``passphrase`` (``statebus init --passphrase``)."""
-        self.save(data_dir, passphrase, limits=limits)
-
-    def _write(
-        self, data_dir: Path, passphrase: str | None, limits: KdfLimits, *, replace: bool
-    ) -> bool:
         path = data_dir / KEY_FILE
-        if replace and path.exists():
-            held = _read_key_file(path).get("node_id")
-            if held != self._node_id:
-                raise IdentityError(
-                    f"{path} holds another key ({held!r}); move it away before saving this one"
-                )
-        doc: dict[str, Any] = {
-            "format": _FORMAT,
-            "version": _FILE_VERSION,
-            "node_id": self._node_id,
-            "sealed": passphrase is not None,
-        }
+        if path.exists() and (held := _read_key_file(path).get("node_id")) != self._node_id:
+            raise IdentityError(f"{path} holds another key ({held!r}); move it away first")
+        if passphrase == "":
+            raise IdentityError("an empty passphrase seals nothing; give one or none")
+        doc: dict[str, Any] = {"format": _FORMAT, "version": _FILE_VERSION}
+        doc |= {"node_id": self._node_id, "sealed": passphrase is not None}
         seed = bytes(self._signing_key)
         if passphrase is None:
             doc["seed"] = _b64(seed)
-        elif not passphrase:
-            raise IdentityError("an empty passphrase seals nothing; give one or none")
         else:
             salt = nacl.utils.random(argon2id.SALTBYTES)
             box = nacl.secret.SecretBox(_passphrase_key(passphrase, salt, limits))
             doc |= {"kdf": "argon2id", "salt": _b64(salt), "opslimit": limits.opslimit}
             doc |= {"memlimit": limits.memlimit, "box": _b64(box.encrypt(seed))}
-        data = (json.dumps(doc, indent=2) + "\n").encode("utf-8")
-        try:
-            return _write_private(path, data, replace=replace)
-        except OSError as exc:
-            raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        _write_private(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+
+    def seal(self, data_dir: Path, passphrase: str, *, limits: KdfLimits = INTERACTIVE) -> None:
+        """Re-save the key file sealed with ``passphrase`` (``statebus init --passphrase``)."""
+        self.save(data_dir, passphrase, limits=limits)
 
 
 def _b64(data: bytes) -> str:
@@ -345,39 +324,28 @@ def _b64_field(doc: dict[str, Any], name: str, path: Path) -> bytes:
         raise IdentityError(f"{path} is damaged: {name!r} is not base64") from exc
 
 
-def _write_private(path: Path, data: bytes, *, replace: bool) -> bool:
-    """Write ``path`` as 0600, all or nothing; False if it exists and ``replace`` is off.
-
-    Temp file (created 0600 by mkstemp), fsync, then rename (or link, which refuses to
-    clobber), then fsync the directory so the new name survives a crash.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data``: 0600 from the start, all or nothing, durable on return."""
     try:
-        with os.fdopen(fd, "wb") as file:
-            os.fchmod(file.fileno(), 0o600)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if replace:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # made 0600
+        try:
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
             os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # so the new name survives a crash
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise IdentityError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 # --- signed log entries --------------------------------------------------------
@@ -424,9 +392,7 @@ def verify_entry(
     author: NodeId, namespace: NodeId, path: str, update: bytes, signature: bytes
 ) -> None:
     """Raise ``BadSignature`` unless ``author`` signed this update; ``Verifier`` caches keys."""
-    key = nacl.signing.VerifyKey(public_key_from_node_id(author))
-    message = entry_message(namespace, path, update)
-    _verify(key, message, signature, f"bad signature by {author} on {path!r} in {namespace}")
+    Verifier(cache_size=1).verify_entry(author, namespace, path, update, signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -480,17 +446,14 @@ class Verifier:
 
     def verify_many(self, items: Iterable[SignedEntry]) -> list[bool]:
         """One verdict per entry, in order; run it via ``anyio.to_thread`` for big batches."""
-        verdicts = []
-        for item in items:
-            try:
-                self.verify_entry(
-                    item.author, item.namespace, item.path, item.update, item.signature
-                )
-            except StatebusError:  # bad signature, or a malformed id or path
-                verdicts.append(False)
-            else:
-                verdicts.append(True)
-        return verdicts
+        return [self._accepts(item) for item in items]
+
+    def _accepts(self, item: SignedEntry) -> bool:
+        try:
+            self.verify_entry(item.author, item.namespace, item.path, item.update, item.signature)
+        except StatebusError:  # a bad signature, or a malformed id or path
+            return False
+        return True
 
 
 # --- sealing to friends ----------------------------------------------------------

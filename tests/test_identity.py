@@ -139,6 +139,8 @@ def test_every_single_character_change_is_refused() -> None:
         (TOR_ADDRESS[:10] + "0" + TOR_ADDRESS[11:], "'0' at position 10 is not allowed"),
         (TOR_ADDRESS[:55] + "=", "'=' at position 55 is not allowed"),
         (TOR_ADDRESS[:3] + "é" + TOR_ADDRESS[4:], "'é' at position 3 is not allowed"),
+        # The Kelvin sign lowercases to an ASCII "k": still not a base32 character.
+        (TOR_ADDRESS[:14] + "\u212a" + TOR_ADDRESS[15:], "position 14 is not allowed"),
         (TOR_ADDRESS[:-1] + "e", "version byte is 4, expected 3"),
         (TOR_ADDRESS[:-1] + "a", "version byte is 0, expected 3"),
         (TOR_ADDRESS[:5] + "b" + TOR_ADDRESS[6:], "checksum mismatch: a character is mistyped"),
@@ -293,8 +295,8 @@ def test_damaged_unsealed_fields(tmp_path: Path, change: dict[str, object], mess
     [
         ({"kdf": "scrypt"}, "unknown kdf 'scrypt'"),
         ({"opslimit": True}, "'opslimit' is missing or not int"),
-        ({"memlimit": 2**40}, "argon2id limits out of range"),
-        ({"opslimit": 0}, "argon2id limits out of range"),
+        ({"memlimit": 2**40}, "is damaged: argon2id limits out of range"),
+        ({"opslimit": 0}, "is damaged: argon2id limits out of range"),
         ({"salt": "???"}, "'salt' is not base64"),
     ],
 )
