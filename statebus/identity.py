@@ -99,7 +99,7 @@ def _decode_node_id(text: str) -> tuple[NodeId, bytes]:
                 f"a node id uses only a-z and 2-7; {char!r} at position {position} is not allowed"
             )
     candidate = candidate.lower()
-    raw = base64.b32decode(candidate.upper())
+    raw = base64.b32decode(candidate, casefold=True)
     public_key, checksum, version = raw[:32], raw[32:34], raw[34]
     if version != ONION_VERSION:
         raise InvalidNodeId(
