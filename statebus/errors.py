@@ -23,6 +23,8 @@
     │   ├── PeerAuthFailed
     │   └── ProtocolError
     ├── IdentityError           the node's own key: missing, sealed, wrong passphrase
+    ├── DataDirError            the data directory cannot be created, read or written
+    ├── StartupError            the node cannot start: its port is taken, its app failed
     └── StoreError              the node's own storage failed
 
 Each error carries what its reader needs (``key``, ``peer``, ``limit``); the
@@ -145,6 +147,18 @@ class IdentityError(StatebusError):
     """The node's own key pair is missing, sealed without a passphrase, or unreadable."""
 
     code = "identity_error"
+
+
+class DataDirError(StatebusError):
+    """The data directory cannot be created, read or written."""
+
+    code = "data_dir_error"
+
+
+class StartupError(StatebusError):
+    """The node cannot start: its address is in use, or its app failed to open."""
+
+    code = "startup_error"
 
 
 class StoreError(StatebusError):
