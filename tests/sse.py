@@ -31,12 +31,12 @@ class SSEReader:
         self._lines: AsyncIterator[str] = response.aiter_lines()
         self.last_id: str | None = None
 
-    async def next(self, timeout: float = 10) -> SSE:
+    async def next(self, within: float = 10) -> SSE:
         """The next event or comment block."""
         event = SSE()
         seen = False
         data: list[str] = []
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within):
             async for line in self._lines:
                 if line == "":
                     if seen:
@@ -62,10 +62,10 @@ class SSEReader:
                     raise AssertionError(f"unknown SSE field {name!r}")
         raise EOFError("the stream ended")
 
-    async def data(self, timeout: float = 10) -> SSE:
+    async def data(self, within: float = 10) -> SSE:
         """The next event that carries data (skipping comments and retry blocks)."""
         while True:
-            event = await self.next(timeout)
+            event = await self.next(within)
             if event.data:
                 return event
 
