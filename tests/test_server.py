@@ -34,7 +34,7 @@ def b64url(data: bytes) -> str:
 # -- values ------------------------------------------------------------------
 
 
-EVERY_JSON_TYPE = {
+EVERY_JSON_TYPE: dict[str, Any] = {
     "int": 42,
     "negative": -7,
     "zero": 0,
@@ -220,7 +220,7 @@ async def test_yjs_updates_from_a_separate_doc_merge_and_read_back(
 
     # An edit made in the doc after the first sync reaches the node as a diff.
     before = doc.get_state()
-    data["body"].insert(len("hello".encode()), ",")
+    data["body"].insert(len(b"hello"), ",")
     diff = doc.get_update(before)
     await client.put("/yjs", content=diff, headers=YJS)
     assert (await get_json(client, "/yjs"))["body"] == "hello, 😀"
@@ -540,7 +540,7 @@ async def test_keys_outside_the_grammar_are_refused(
 ) -> None:
     # Raw bytes on the socket: an HTTP client library would tidy "..", "." away.
     for method, body in (("PUT", b'{"a": 1}'), ("GET", b"")):
-        status, head, payload = await raw_request(node, method, path, body)
+        status, _head, payload = await raw_request(node, method, path, body)
         assert status == 400, (path, method, status, payload)
         assert json.loads(payload)["error"] == "invalid_key"
     listing = await get_json(client, "/")
