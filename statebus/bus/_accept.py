@@ -1,0 +1,200 @@
+"""Entries from peers: where they may be stored, whose signature they carry, what they add.
+
+A peer sends entries exactly as their author stored them. :func:`check` keeps
+those that are signed by the owner of the namespace they claim (``/~X/...``
+only when X signed it; a node's own namespace coming back from a friend is
+the same rule) and whose signature holds, verifying the batch in a worker
+thread. :func:`integrate` applies one to its Doc and says whether it changed
+anything, only repeated what the Doc holds, or has parts that wait for
+dependencies still missing (Yjs keeps those pending). :class:`Waiting`
+remembers the latter, because yrs does not always finish integrating pending
+parts applied out of causal order; a Doc that has them is rebuilt from its
+log (one merged update, which integrates everything) once more arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio.to_thread
+from pycrdt import Doc
+
+from ..coverage import waiting
+from ..errors import InvalidKey
+from ..identity import NodeId, SignedEntry, Verifier
+from ..keys import Key, parse_canonical
+from ..store import Entry
+from ._docs import DocCache, LiveDoc
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING_KEYS = 10_000
+MAX_WAITING_PER_KEY = 1_000
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What :meth:`Bus.accept` did with a batch: stored, refused (with why), or redundant."""
+
+    stored: list[Entry] = field(default_factory=list)
+    refused: list[tuple[Entry, str]] = field(default_factory=list)
+    redundant: int = 0
+
+
+def placement(entry: Entry) -> Key | str:
+    """The entry's key if it may be stored there, else why not."""
+    try:
+        key = parse_canonical(entry.key)
+    except InvalidKey as exc:
+        return f"bad key {entry.key[:80]!r}: {exc.detail}"
+    if key.is_folder:
+        return f"{entry.key} is a folder, which holds no entries"
+    if entry.author != key.namespace:
+        return f"signed by {entry.author[:16]}…, not by {key.namespace[:16]}…, owner of {entry.key}"
+    return key
+
+
+async def check(
+    entries: Sequence[Entry], verifier: Verifier
+) -> tuple[list[Entry], list[tuple[Entry, str]]]:
+    """Split entries into those placed right and signed by their namespace's owner,
+    and those refused (with the reason). Signatures are checked in a worker thread."""
+    placed: list[tuple[Entry, Key]] = []
+    refused: list[tuple[Entry, str]] = []
+    for entry in entries:
+        where = placement(entry)
+        if isinstance(where, str):
+            refused.append((entry, where))
+        else:
+            placed.append((entry, where))
+    if not placed:
+        return [], refused
+    items = [
+        SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature) for e, k in placed
+    ]
+    verdicts = await anyio.to_thread.run_sync(verifier.verify_many, items)
+    accepted = []
+    for (entry, key), ok in zip(placed, verdicts, strict=True):
+        if ok:
+            accepted.append(entry)
+        else:
+            refused.append((entry, f"bad signature on {key.canonical} by {entry.author[:16]}…"))
+    return accepted, refused
+
+
+class Outcome(enum.Enum):
+    CHANGED = "changed"
+    WAITING = "waiting"  # stored: some parts wait in the Doc for missing dependencies
+    REDUNDANT = "redundant"  # the Doc held all of it: a replay, or covered by a snapshot
+    MALFORMED = "malformed"
+
+
+def apply_update(doc: Doc[Any], update: bytes) -> bool:
+    """Apply a Yjs update; False if yrs cannot decode it (its panics included)."""
+    try:
+        doc.apply_update(update)
+    except ValueError:
+        return False
+    except BaseException as exc:  # pyo3 panics derive from BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return False
+    return True
+
+
+def integrate(live: LiveDoc, update: bytes) -> Outcome:
+    """Apply a peer's update to its Doc (no await: one transaction) and classify it."""
+    live.take_update()
+    if not apply_update(live.doc, update):
+        return Outcome.MALFORMED
+    changed = live.take_update() is not None
+    if waiting(update, live.doc.get_state()):
+        return Outcome.WAITING
+    return Outcome.CHANGED if changed else Outcome.REDUNDANT
+
+
+class Waiting:
+    """Per key, the stored updates whose parts still wait in its Doc. Owned by the bus."""
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict[str, list[bytes]] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key
+
+    def add(self, key: str, update: bytes) -> None:
+        updates = self._by_key.setdefault(key, [])
+        self._by_key.move_to_end(key)
+        if len(updates) < MAX_WAITING_PER_KEY:
+            updates.append(update)
+        while len(self._by_key) > MAX_WAITING_KEYS:
+            dropped, _ = self._by_key.popitem(last=False)
+            log.warning("forgot the pending parts of %s (too many keys wait)", dropped)
+
+    def recheck(self, live: LiveDoc) -> None:
+        """Forget the updates of ``live``'s key that its Doc now integrates fully."""
+        updates = self._by_key.get(live.key)
+        if updates is None:
+            return
+        state = live.doc.get_state()
+        still = [update for update in updates if waiting(update, state)]
+        if still:
+            self._by_key[live.key] = still
+        else:
+            del self._by_key[live.key]
+
+
+Remember = Callable[[LiveDoc, Entry], None]
+
+
+class Intake:
+    """The bus's side of :meth:`Bus.accept`: checks, applies, and settles peer entries."""
+
+    def __init__(self, docs: DocCache) -> None:
+        self._docs = docs
+        self._verifier = Verifier()
+        self._waiting = Waiting()
+
+    async def stage(
+        self, entries: Sequence[Entry], remember: Remember
+    ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
+        """Check entries and apply the good ones to their Docs; return the verdicts and
+        the writes to append (each with its Doc's ``pending`` raised)."""
+        ok, refused = await check(entries, self._verifier)
+        result = Accepted(refused=refused)
+        writes: list[tuple[LiveDoc, Entry]] = []
+        for entry in ok:
+            live = await self._docs.get(entry.key)
+            outcome = integrate(live, entry.update)
+            if outcome is Outcome.MALFORMED:
+                result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
+                continue
+            if outcome is Outcome.REDUNDANT:
+                result.redundant += 1
+                continue
+            if outcome is Outcome.WAITING:
+                self._waiting.add(entry.key, entry.update)
+            entry.snapshot, entry.seq = False, 0
+            entry.exists = not live.view.deleted
+            remember(live, entry)
+            live.pending += 1
+            writes.append((live, entry))
+        for entry, reason in result.refused:
+            log.warning("refused an entry for %s: %s", entry.key[:120], reason)
+        return result, writes
+
+    async def settle(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
+        """Rebuild from their logs the Docs just written that hold pending parts."""
+        for key in dict.fromkeys(entry.key for _, entry in writes):
+            if key not in self._waiting:
+                continue
+            live = self._docs.peek(key)
+            if live is not None and live.pending:
+                continue  # a write is on its way to disk; the next batch retries
+            self._docs.drop(key)
+            self._waiting.recheck(await self._docs.get(key))
