@@ -25,3 +25,8 @@ class Settings:
     heartbeat_seconds: float = 15.0
     replay_limit: int = 1000
     synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)
+    peer_backoff: float = 0.5  # first delay before dialling a lost peer again; doubles
+    peer_backoff_max: float = 30.0
+    peer_heartbeat: float = 15.0  # a peer stream silent for 3x this is dead
+    peer_queue_limit: int = 8192  # live entries queued per peer before it is resynced
+    fetch_wait: float = 3.0  # how long a read of an unknown foreign key waits for peers

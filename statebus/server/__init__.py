@@ -1,8 +1,8 @@
-"""The node's HTTP server: a Starlette app whose lifespan owns store and bus.
+"""The node's HTTP server: a Starlette app whose lifespan owns store, bus and federation.
 
 ``create_app`` builds the app; nothing exists at import time. The lifespan
-opens the store, then the bus, in one exit stack (closed in reverse) and hands
-them to routes as typed lifespan state (:class:`NodeState`).
+opens the store, then the bus, then federation, in one exit stack (closed in
+reverse) and hands them to routes as typed lifespan state (:class:`NodeState`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from starlette.routing import Route
 
 from ..bus import Bus
 from ..datadir import DataDir
+from ..federation import Federation
 from ..identity import Identity
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
+from ._peers import auth, hello, peer, peers, push, stream
 from ._routes import NodeState, document, health, login
 
 __all__ = ["NodeState", "create_app"]
@@ -48,20 +50,30 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
+            federation = await stack.enter_async_context(Federation(bus, identity, settings))
             app.state.bus = bus
+            app.state.federation = federation
             try:
                 yield {
                     "settings": settings,
                     "identity": identity,
                     "bus": bus,
+                    "federation": federation,
                     "owner_token": owner_token,
                 }
             finally:
                 app.state.bus = None
+                app.state.federation = None
 
     routes = [
         Route("/_health", health),
         Route("/_login", login),
+        Route("/_peers", peers, methods=["GET", "POST"]),
+        Route("/_peers/{node}", peer, methods=["DELETE"]),
+        Route("/_fed/hello", hello, methods=["POST"]),
+        Route("/_fed/auth", auth, methods=["POST"]),
+        Route("/_fed/stream", stream),
+        Route("/_fed/push", push, methods=["POST"]),
         Route("/{path:path}", document, methods=DOCUMENT_METHODS),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

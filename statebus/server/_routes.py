@@ -25,6 +25,7 @@ from ..errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from ..federation import Federation
 from ..identity import Identity
 from ..keys import Key, parse_key
 from ..settings import Settings
@@ -47,6 +48,7 @@ class NodeState(TypedDict):
     settings: Settings
     identity: Identity
     bus: Bus
+    federation: Federation
     owner_token: str
 
 
@@ -91,6 +93,9 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
     wanted = mimeparse.best_match(READABLE, accept)
     if request.method == "HEAD" and wanted == SSE_TYPE:
         wanted = JSON_TYPE
+    if key.namespace != bus.own:  # fetching a foreign key subscribes upstream
+        wait = request.state.settings.fetch_wait if wanted != SSE_TYPE else 0.0
+        await request.state.federation.fetch(key, wait=wait)
     if wanted == JSON_TYPE:
         if key.is_folder:
             return await _listing(request, key)
