@@ -3,6 +3,7 @@ deadline (a condition, never a fixed sleep), and the binary state of every docum
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,12 @@ import httpx
 from tests.conftest import Node
 
 FAST = {"peer_backoff": 0.05, "peer_backoff_max": 0.5, "fetch_wait": 0.0}
+
+
+def pin_port(node: Node) -> Node:
+    """Make the node bind the same port when restarted, so its peers find it again."""
+    node.settings = dataclasses.replace(node.settings, port=node.port)
+    return node
 
 
 def share(node: Node) -> str:
@@ -38,7 +45,7 @@ async def value(node: Node, key: str) -> Any:
 
 
 async def has_value(node: Node, key: str, expected: Any) -> bool:
-    return await value(node, key) == expected
+    return bool(await value(node, key) == expected)
 
 
 async def state(node: Node, key: str) -> bytes | None:

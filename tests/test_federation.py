@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import random
+
+import anyio
+import httpx
+import pytest
+
 from statebus.identity import NodeId, verify_entry
-from tests.conftest import NodeFactory
-from tests.federated import FAST, eventually, has_value, put, share, value
+from tests.conftest import Node, NodeFactory
+from tests.federated import (
+    FAST,
+    eventually,
+    has_value,
+    keys,
+    pin_port,
+    put,
+    share,
+    state,
+    value,
+)
 from tests.sse import open_stream
 
 
@@ -72,3 +89,122 @@ async def test_a_line_relays_and_c_verifies_a_as_author(node_factory: NodeFactor
                 entry.update,
                 entry.signature,
             )
+
+
+async def _same_everywhere(nodes: list[Node], namespaces: list[str]) -> bool:
+    """Whether every node holds every document of ``namespaces`` in the same binary state."""
+    for namespace in namespaces:
+        names = set()
+        for node in nodes:
+            names |= set(await keys(node, namespace))
+        for key in names:
+            states = {await state(node, key) for node in nodes}
+            if len(states) != 1:
+                return False
+    return True
+
+
+async def test_partition_heals_to_identical_state(node_factory: NodeFactory) -> None:
+    a = await node_factory("a", **FAST)
+    c = await node_factory("c", **FAST)
+    b = await node_factory("b", peers=(share(a), share(c)), **FAST)
+    namespaces = [a.node_id, b.node_id, c.node_id]
+    async with a.client() as on_a, b.client() as on_b, c.client() as on_c:
+        # A and C subscribe to each other's namespace; only B links them
+        await on_a.get(f"/~{c.node_id}/", headers={"Accept": "application/json"})
+        await on_c.get(f"/~{a.node_id}/", headers={"Accept": "application/json"})
+        await put(on_a, "/profile", {"name": "Ada", "city": "London"})
+        await put(on_b, "/profile", {"name": "Bob"})
+        await put(on_c, "/profile", {"name": "Cy"})
+        await put(on_c, "/posts/1", {"text": "before"})
+        await eventually(lambda: has_value(a, f"/~{c.node_id}/posts/1", {"text": "before"}))
+        await eventually(
+            lambda: has_value(c, f"/~{a.node_id}/profile", {"name": "Ada", "city": "London"})
+        )
+
+        await b.stop()
+        await put(on_a, "/profile", {"name": "Ada", "city": "Paris"})
+        await put(on_a, "/posts/9", {"text": "while b was away"})
+        await on_a.delete("/posts/9")
+        await on_c.patch(
+            "/posts/1",
+            content=b'{"text": "after", "likes": 3}',
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        await put(on_c, "/posts/2", {"text": "new"})
+        assert await value(a, f"/~{c.node_id}/posts/2") is None
+
+    await b.start()
+    nodes = [a, b, c]
+    await eventually(lambda: has_value(a, f"/~{c.node_id}/posts/2", {"text": "new"}))
+    await eventually(
+        lambda: has_value(c, f"/~{a.node_id}/profile", {"name": "Ada", "city": "Paris"})
+    )
+    await eventually(lambda: _same_everywhere(nodes, namespaces))
+    for node in nodes:
+        assert await value(node, f"/~{a.node_id}/posts/9") is None
+        assert await value(node, f"/~{c.node_id}/posts/1") == {"text": "after", "likes": 3}
+        assert await keys(node, a.node_id) == [f"/~{a.node_id}/posts/9", f"/~{a.node_id}/profile"]
+
+
+async def _random_write(rng: random.Random, http: httpx.AsyncClient) -> None:
+    key = f"/k{rng.randrange(4)}"
+    roll = rng.random()
+    if roll < 0.5:
+        fields = {f"f{i}": rng.randrange(100) for i in range(rng.randrange(1, 4))}
+        await put(http, key, fields)
+    elif roll < 0.85:
+        patch = {f"f{rng.randrange(4)}": rng.choice([None, rng.randrange(100), "text"])}
+        response = await http.patch(
+            key, content=json.dumps(patch), headers={"Content-Type": "application/merge-patch+json"}
+        )
+        response.raise_for_status()
+    else:
+        response = await http.delete(key)
+        assert response.status_code in (200, 404)
+
+
+async def _write_on(node: Node, rng: random.Random) -> None:
+    async with node.client() as http:
+        await _random_write(rng, http)
+
+
+@pytest.mark.parametrize(("seed", "topology"), [(7, "mesh"), (2026, "line")])
+async def test_random_writes_with_disconnects_converge(
+    node_factory: NodeFactory, seed: int, topology: str
+) -> None:
+    rng = random.Random(seed)
+    a = pin_port(await node_factory("a", **FAST))
+    c = pin_port(await node_factory("c", **FAST))
+    if topology == "mesh":
+        b = pin_port(await node_factory("b", peers=(share(a), share(c)), **FAST))
+        async with a.client() as http:
+            await http.post("/_peers", json={"peer": share(c)})
+    else:  # A - B - C: A and C reach each other only through B, by subscribing
+        b = pin_port(await node_factory("b", peers=(share(a), share(c)), **FAST))
+        for reader, owner in ((a, c), (c, a)):
+            async with reader.client() as http:
+                await http.get(f"/~{owner.node_id}/", headers={"Accept": "application/json"})
+    nodes = [a, b, c]
+    namespaces = [node.node_id for node in nodes]
+    stopped: Node | None = None
+    for step in range(30):  # 30 rounds of concurrent writes: about 80 writes in all
+        if step % 6 == 3:  # a random node goes away for a while, or comes back
+            if stopped is None:
+                stopped = rng.choice(nodes)
+                await stopped.stop()
+            else:
+                await stopped.start()
+                stopped = None
+        writers = [node for node in nodes if node is not stopped and rng.random() < 0.9]
+        seeds = [rng.randrange(2**32) for _ in writers]
+        async with anyio.create_task_group() as tg:
+            for writer, writer_seed in zip(writers, seeds, strict=True):
+                tg.start_soon(_write_on, writer, random.Random(writer_seed))
+    if stopped is not None:
+        await stopped.start()
+    await eventually(lambda: _same_everywhere(nodes, namespaces), within=30)
+    for namespace in namespaces:
+        for key in await keys(a, namespace):
+            values = [await value(node, key) for node in nodes]
+            assert values[0] == values[1] == values[2]

@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup
 
 from ..bus import Bus
 from ..datadir import write_private
-from ..errors import DataDirError, InvalidNodeId, NotAuthenticated
+from ..errors import DataDirError, InvalidNodeId, NotAuthenticated, QuotaExceeded
 from ..identity import Identity, NodeId
 from ..keys import Key
 from ..settings import Settings
@@ -67,6 +67,7 @@ class Federation:
         self._links: dict[NodeId, PeerLink] = {}
         self._tg: TaskGroup | None = None
         self._state = "new"
+        self._closing = False
 
     @property
     def own(self) -> NodeId:
@@ -99,7 +100,9 @@ class Federation:
         self.hub.close()
 
     def close_streams(self) -> None:
-        """Stop dialling and end every session (shutdown: the server waits for streams)."""
+        """Stop dialling and end every session, now and from now on (shutdown: the
+        server waits for open streams before it closes the lifespan)."""
+        self._closing = True
         for link in self._links.values():
             link.stop()
         if self.hub is not None:
@@ -180,7 +183,13 @@ class Federation:
 
     # -- peers dialling this node (the server's /_fed/* routes) ------------
 
+    def _accepting(self) -> None:
+        if self._closing or self._state != "open":
+            # 429 + Retry-After: "come back later", without alarming this node's log
+            raise QuotaExceeded("this node is shutting down", retry_after=1.0, limit="shutdown")
+
     def hello(self, body: Any) -> dict[str, Any]:
+        self._accepting()
         return self._challenges.answer(body)
 
     def admit(self, body: Any) -> str:
@@ -196,6 +205,7 @@ class Federation:
 
     def attach(self, token: str) -> Session:
         """Open the session of a token from :meth:`admit` (``GET /_fed/stream``), once."""
+        self._accepting()
         pending = self._pending.pop(token, None)
         if pending is None or time.monotonic() - pending[1] > TOKEN_SECONDS:
             raise NotAuthenticated("unknown or expired peer session: authenticate again")
