@@ -3,13 +3,19 @@ deadline (a condition, never a fixed sleep), and the binary state of every docum
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import httpx
+from pycrdt import Doc, Map
 
+from statebus.federation._auth import Dial
+from statebus.federation._wire import encode_entries
+from statebus.identity import Identity, NodeId, sign_entry
+from statebus.store import Entry
 from tests.conftest import Node
 
 FAST = {"peer_backoff": 0.05, "peer_backoff_max": 0.5, "fetch_wait": 0.0}
@@ -69,3 +75,60 @@ async def put(http: httpx.AsyncClient, key: str, body: dict[str, Any]) -> int:
     response.raise_for_status()
     version: int = response.json()["version"]
     return version
+
+
+class FakePeer:
+    """A hand-driven peer with its own key: authenticates to ``node`` and pushes raw frames,
+    to check what the node refuses. The node's stream to it is opened and left unread."""
+
+    def __init__(self, node: Node, identity: Identity | None = None) -> None:
+        self.node = node
+        self.identity = identity or Identity.generate()
+        self._stack = contextlib.AsyncExitStack()
+        self.http: httpx.AsyncClient | None = None
+        self.headers: dict[str, str] = {}
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.identity.node_id
+
+    async def __aenter__(self) -> FakePeer:
+        self.http = await self._stack.enter_async_context(
+            httpx.AsyncClient(base_url=self.node.url, timeout=10)
+        )
+        dial = Dial.start(self.identity, NodeId(self.node.node_id))
+        answer = await self.http.post("/_fed/hello", json=dial.hello())
+        answer.raise_for_status()
+        admitted = await self.http.post("/_fed/auth", json=dial.proof(answer.json()))
+        admitted.raise_for_status()
+        self.headers = {"Authorization": f"Peer {admitted.json()['session']}"}
+        stream = await self._stack.enter_async_context(
+            self.http.stream("GET", "/_fed/stream", headers=self.headers)
+        )
+        assert stream.status_code == 200
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def push(self, *entries: Entry) -> httpx.Response:
+        assert self.http is not None
+        return await self.http.post(
+            "/_fed/push", content=encode_entries(entries), headers=self.headers
+        )
+
+    def entry(self, path: str, update: bytes, *, namespace: NodeId | None = None) -> Entry:
+        """An entry of ``path`` signed by this peer (in its own namespace by default)."""
+        namespace = namespace or self.node_id
+        signature = sign_entry(self.identity, namespace, path, update)
+        return Entry(f"/~{namespace}{path}", update, self.node_id, signature)
+
+
+def yjs_update(**fields: Any) -> bytes:
+    """A Yjs update that sets ``fields`` in the root map ``data`` of a fresh document."""
+    doc: Doc[Any] = Doc()
+    data = doc.get("data", type=Map)
+    with doc.transaction():
+        for name, item in fields.items():
+            data[name] = item
+    return doc.get_update()
