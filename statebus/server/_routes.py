@@ -102,7 +102,8 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         state, version = await bus.state(key, _since(request))
         return Response(state, media_type=BINARY_TYPE, headers=_version_headers(version))
     if wanted == SSE_TYPE:
-        return EventStream(bus.stream(key, after=_last_event_id(request)), {})
+        after = _last_event_id(request)
+        return EventStream(lambda on_close: bus.stream(key, after=after, on_close=on_close), {})
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
 
 
