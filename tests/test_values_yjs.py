@@ -11,7 +11,8 @@ import math
 from typing import Any
 
 import httpx
-from pycrdt import Doc, Map, XmlElement, XmlFragment, XmlText
+import pytest
+from pycrdt import Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from statebus.values import DocValue, normalize
 from tests.conftest import Node
@@ -83,3 +84,25 @@ async def test_a_yjs_update_with_odd_content_is_served_and_streamed(
     got = await client.get("/odd", headers={"Accept": "application/json"})
     assert got.status_code == 200
     assert got.json() == ODD_JSON
+
+
+# Three updates from Yjs 13.6 (client 1): insert "a😀b" into Y.Text "t", then
+# "X" at UTF-16 index 2 (between the halves of 😀), then "Y" at index 3.
+SPLIT_PAIR_UPDATES = [
+    base64.b64decode(update)
+    for update in ["AQEBAAQBAXQGYfCfmIBiAA==", "AQEBBMQBAQECAVgA", "AQEBBcQBBAECAVkA"]
+]
+
+
+@pytest.mark.xfail(
+    reason="yrs (pycrdt 0.14.13) splits a string item inside a UTF-16 surrogate pair "
+    "by keeping the whole character on the left (yrs/src/block.rs ItemContent::splice, "
+    "the commented-out TODO), so the item's length and content disagree and its encoding "
+    "shifts every later clock of that client; Yjs replaces both halves with U+FFFD",
+    strict=True,
+)
+def test_an_insert_between_the_halves_of_a_surrogate_pair_merges_as_in_yjs() -> None:
+    doc: Doc[Any] = Doc()
+    for update in SPLIT_PAIR_UPDATES:
+        doc.apply_update(update)
+    assert str(doc.get("t", type=Text)) == "a\ufffdXY\ufffdb"  # what Yjs shows
