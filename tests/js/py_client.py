@@ -5,9 +5,9 @@ a pycrdt Doc, prints ``ready`` and waits for a line on stdin (so that it starts
 at the same moment as the Node clients). Then, each round, it inserts into the
 shared Y.Text and appends to the shared array (one Yjs update, PUT
 application/octet-stream) and merge-patches a counter of its own (JSON), while
-the Node clients edit the same key. At the end it fetches what it lacks
-(``?since=<state vector>``) and prints ``{"json": <its value>, "state_vector":
-<base64>}``.
+the Node clients edit the same key. Then it prints ``written`` and, once told
+(another line), fetches what it lacks (``?since=<state vector>``) and prints
+``{"json": <its value>, "state_vector": <base64>}``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ def main(url: str, token: str, key: str, rounds: int) -> None:
                 headers={"Content-Type": "application/merge-patch+json"},
             )
             patch.raise_for_status()
+        print("written", flush=True)
+        sys.stdin.readline()
         since = base64.urlsafe_b64encode(doc.get_state()).decode().rstrip("=")
         missing = http.get(key, params={"since": since}, headers=binary)
         missing.raise_for_status()

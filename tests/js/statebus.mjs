@@ -108,6 +108,10 @@ export class StatebusNode {
       }
     )
     this.child = child
+    // Never leave a node behind, even if this test process dies first.
+    const reap = () => child.kill('SIGKILL')
+    process.once('exit', reap)
+    child.once('exit', () => process.off('exit', reap))
     let output = ''
     child.stderr.on('data', (chunk) => { output += chunk })
     const listening = new Promise((resolve, reject) => {
@@ -186,8 +190,9 @@ export class StatebusNode {
   }
 
   // Start a Python client script from tests/js with this node's URL, token and
-  // `args`. It prints "ready" once set up, waits for `go()` (a line on stdin),
-  // then prints its result as one JSON line: `done` resolves to it.
+  // `args`, talking in lines: `expect(word)` waits for it to print `word`,
+  // `send(word)` writes a line to its stdin, and `result()` is the JSON line
+  // it prints last, once it exited.
   python (script, ...args) {
     const child = spawn(PYTHON, [path.join(ROOT, 'tests', 'js', script), this.url, this.token, ...args], {
       cwd: ROOT,
@@ -206,17 +211,19 @@ export class StatebusNode {
     const exited = once(child, 'exit').then(([code]) => {
       if (code !== 0) throw new Error(`python ${script} exited ${code}:\n${stderr}`)
     })
-    exited.catch(() => {}) // reported through `ready` or `done`
-    const line = (what) => Promise.race([lines.next(60_000, `python ${script}: ${what}`), exited.then(() => {
-      throw new Error(`python ${script} ended before ${what}`)
-    })])
+    exited.catch(() => {}) // reported by whoever waits for a line
+    const line = (what) => Promise.race([
+      lines.next(60_000, `python ${script}: ${what}`),
+      exited.then(() => { throw new Error(`python ${script} ended before ${what}`) })
+    ])
     return {
-      ready: line('ready').then((text) => assert(text === 'ready', text)),
-      go: () => child.stdin.end('go\n'),
-      done: line('its result').then(async (text) => {
+      expect: async (word) => assert.equal(await line(word), word),
+      send: (word) => child.stdin.write(`${word}\n`),
+      result: async () => {
+        const text = await line('its result')
         await within(exited, 15_000, `python ${script} to exit`)
         return JSON.parse(text)
-      })
+      }
     }
   }
 }

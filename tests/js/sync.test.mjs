@@ -97,8 +97,8 @@ describe('Yjs clients over SSE', () => {
 
       // Everyone at once: the Python client runs while the Node clients type.
       const python = node.python('py_client.py', key, String(ROUNDS))
-      await python.ready
-      python.go()
+      await python.expect('ready')
+      python.send('go')
       const type = async (client, name, edit) => {
         for (let i = 0; i < ROUNDS; i++) {
           client.doc.transact(() => edit(client.data, i))
@@ -126,7 +126,7 @@ describe('Yjs clients over SSE', () => {
           nested.set(`k${i % 5}`, i)
         })
       ])
-      const py = await python.done
+      await python.expect('written')
 
       // Sync: both Node clients reach the node's state through their SSE streams.
       const server = new Y.Doc()
@@ -135,6 +135,8 @@ describe('Yjs clients over SSE', () => {
         emitters: [alice.doc, bob.doc],
         what: 'both Node clients to reach the node state'
       })
+      python.send('sync') // the Python client catches up with ?since=
+      const py = await python.result()
 
       const update = Y.encodeStateAsUpdate(server)
       assert.deepEqual(Y.encodeStateAsUpdate(alice.doc), update)
