@@ -9,8 +9,6 @@ from tests.braid import subscribe
 from tests.conftest import Node
 from tests.sse import open_stream
 
-pytestmark = pytest.mark.anyio  # at collection, so that parametrized tests keep their params
-
 JSON = {"Content-Type": "application/json"}
 
 

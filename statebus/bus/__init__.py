@@ -22,14 +22,14 @@ import anyio
 from anyio.abc import TaskGroup
 from pycrdt import get_update, merge_updates
 
-from ..errors import Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
+from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..identity import Identity, NodeId, sign_entry
 from ..keys import Key, folders_of
 from ..store import Entry, KeyInfo, Store
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
-from ._history import replay
+from ._history import replay, value_at
 
 __all__ = ["Bus", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
 
@@ -153,6 +153,21 @@ class Bus:
             return live.doc.get_update(since), live.head
         except ValueError:
             raise InvalidBody("'since' is not a Yjs state vector") from None
+
+    async def value_at(self, key: Key, version: int) -> dict[str, Any]:
+        """The key's value as of ``version`` (a seq of this node), for three-way PUTs."""
+        live = await self._docs.get(self._document(key))
+        if version > self._head:
+            raise Conflict(f"version {version} is newer than anything this node has")
+        if version >= live.head and not live.pending:  # the Doc holds exactly that version
+            return live.view.read() if live.exists else {}
+        value = await value_at(await self._store.load(live.key), version)
+        if value is None:
+            raise Conflict(
+                f"version {version} of {key.display(self.own)} was compacted away; "
+                "read the key again and retry"
+            )
+        return value
 
     async def listing(self, folder: Key, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
         """Keys under a folder that hold a value, as display keys, sorted."""

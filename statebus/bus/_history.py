@@ -33,6 +33,24 @@ def _replay(log: DocLog, after: int, key: str) -> list[Event] | None:
     return events
 
 
+def _value_at(log: DocLog, seq: int) -> dict[str, Any] | None:
+    doc: Doc[Any] = Doc()
+    view = DocValue(doc)
+    for entry in log.entries:
+        if entry.seq > seq:
+            if entry.snapshot:
+                return None  # squashed: that version is no longer in the log
+            break
+        doc.apply_update(entry.update)
+    return {} if view.deleted else view.read()
+
+
+async def value_at(log: DocLog, seq: int) -> dict[str, Any] | None:
+    """The key's value as of node seq ``seq`` ({} if it held none), or None when
+    compaction has squashed that version."""
+    return await anyio.to_thread.run_sync(_value_at, log, seq)
+
+
 async def replay(log: DocLog, after: int, key: str) -> list[Event] | None:
     """The CHANGE events of ``log`` after seq ``after``, or None when the log no
     longer holds them one by one (the reader then needs the whole state)."""

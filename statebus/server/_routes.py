@@ -78,7 +78,7 @@ async def document(request: Request) -> Response | ASGIApp:
     _require_owner(request)
     if request.method in ("GET", "HEAD"):
         return await _read(request, key)
-    change = await _change(request)
+    change = await _change(request, key)
     version = await _bus(request).apply(key, change, origin=_peer(request))
     return JSONResponse(
         {"key": key.display(_bus(request).own), "version": version},
@@ -175,7 +175,7 @@ def _last_event_id(request: Request) -> int | None:
     return seq if seq >= 0 else None
 
 
-async def _change(request: Request) -> Change:
+async def _change(request: Request, key: Key) -> Change:
     media = _media_type(request)
     if request.method == "DELETE":
         return Delete()
@@ -186,7 +186,11 @@ async def _change(request: Request) -> Change:
         )
     if request.method == "PUT":
         if media == JSON_TYPE:
-            return PutValue(parse_object(await _body(request)))
+            value = parse_object(await _body(request))
+            parents = _parents(request)
+            if parents is None:
+                return PutValue(value)
+            return PutValue(value, await _bus(request).value_at(key, parents))
         if media == BINARY_TYPE:
             update = await _body(request)
             if not update:
@@ -199,6 +203,17 @@ async def _change(request: Request) -> Change:
     if media in (MERGE_PATCH_TYPE, JSON_TYPE):
         return Patch(parse_object(await _body(request), what="the merge patch"))
     raise UnsupportedMediaType(f"PATCH takes {MERGE_PATCH_TYPE}, not {media or 'no Content-Type'}")
+
+
+def _parents(request: Request) -> int | None:
+    """The version a write builds on (Braid's ``Parents: "<version>"``), if named."""
+    header = request.headers.get("parents", "").strip()
+    if not header:
+        return None
+    versions = [item.strip().strip('"') for item in header.split(",")]
+    if not all(v.isdigit() for v in versions):
+        raise InvalidBody(f'Parents must list versions of this node, like "42"; got {header!r}')
+    return max(int(v) for v in versions)
 
 
 def _media_type(request: Request) -> str:
