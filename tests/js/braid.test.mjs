@@ -105,6 +105,25 @@ describe('braid-http clients', () => {
     }
   })
 
+  test('a PUT naming its Parents keeps what changed since (a three-way merge)', async () => {
+    await node.putJSON('/braid/merge', { title: 'draft', tags: ['a'] })
+    const sub = await subscribe(node, '/braid/merge')
+    try {
+      const read = await sub.updates.next()
+      await node.patch('/braid/merge', { tags: ['a', 'b'] }) // someone else, meanwhile
+      const put = await braidFetch(node.url + '/braid/merge', {
+        method: 'PUT',
+        parents: read.version,
+        headers: node.headers({ 'Content-Type': 'application/json' }),
+        body: JSON.stringify({ ...read.value, title: 'final' })
+      })
+      assert.equal(put.status, 200)
+      assert.deepEqual(await node.json('/braid/merge'), { title: 'final', tags: ['a', 'b'] })
+    } finally {
+      sub.close()
+    }
+  })
+
   test('after the server restarts, the client reconnects and resumes by Parents', async () => {
     const server = await StatebusNode.start()
     let sub
