@@ -110,7 +110,7 @@ async def test_parents_from_elsewhere_start_afresh(client: httpx.AsyncClient) ->
         reader, stream = await subscribe(client, "/fresh", {"Parents": parents})
         try:
             first = await reader.block()
-            assert first.version == f'"{version}"'
+            assert (first.version, first.parents) == (f'"{version}"', None)
             assert first.json() == {"n": 1}
         finally:
             await stream.aclose()
@@ -200,5 +200,20 @@ async def test_streams_end_when_the_node_stops(node: Node, client: httpx.AsyncCl
         await node.stop()
         with pytest.raises(EOFError):
             await reader.block()
+    finally:
+        await stream.aclose()
+
+
+async def test_parents_compacted_away_get_the_whole_value(
+    node: Node, client: httpx.AsyncClient
+) -> None:
+    v1 = await put(client, "/squashed", {"n": 1})
+    await put(client, "/squashed", {"n": 2})
+    v3 = await put(client, "/squashed", {"n": 3})
+    assert await node.running.bus.compact(f"/~{node.node_id}/squashed")
+    reader, stream = await subscribe(client, "/squashed", {"Parents": f'"{v1}"'})
+    try:
+        first = await reader.block()
+        assert (first.version, first.parents, first.json()) == (f'"{v3}"', None, {"n": 3})
     finally:
         await stream.aclose()

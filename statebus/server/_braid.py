@@ -17,7 +17,9 @@ CRDT updates themselves subscribe over SSE, whose events carry them.) Versions
 are the node's sequence numbers, as in the ``Version`` header of every write.
 The first block of a fresh subscription has no ``Parents``; every later block
 names the version this stream sent before it, and a client that reconnects
-with ``Parents: "41"`` gets only what came after 41.
+with ``Parents: "41"`` gets only what came after 41, the first of it naming
+``Parents: "41"``. (If 41 is unknown here, or compacted away, it gets the
+whole value again, without ``Parents``.)
 
 A heartbeat is a blank line (CRLF), which the client's parser skips. The bus
 ticker sends them to every stream; a client that asks (``Heartbeats: 5s``)
@@ -103,6 +105,7 @@ class BraidStream(EventStream):
             headers["Heartbeats"] = f"{heartbeat:g}s"
         super().__init__(batches, headers)
         self._parents = parents
+        self._sent = False
 
     def start_headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"cache-control", b"no-store"), (b"x-accel-buffering", b"no"), *self._headers]
@@ -116,10 +119,13 @@ class BraidStream(EventStream):
             if event.kind == Kind.HEARTBEAT:
                 parts.append(BLANK)
                 continue
-            if self._parents is None:
+            if self._parents is None or (event.kind == Kind.STATE and not self._sent):
+                # A fresh start: the whole value, descending from nothing the client named
+                # (no Parents asked, or ones this node cannot resume from).
                 parts.append(b'Version: "%d"\r\n' % event.seq)
             else:
                 parts.append(b'Version: "%d"\r\nParents: "%d"\r\n' % (event.seq, self._parents))
             parts.append(event.encoded("braid", encode_block))
             self._parents = event.seq
+            self._sent = True
         return b"".join(parts)
