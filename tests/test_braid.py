@@ -187,6 +187,13 @@ async def test_what_a_braid_subscription_cannot_answer(
     assert response.json()["error"] == "not_acceptable"
 
 
+async def test_head_with_subscribe_is_a_plain_head(client: httpx.AsyncClient) -> None:
+    version = await put(client, "/headed", {"n": 1})
+    response = await client.head("/headed", headers={"Subscribe": "true"})
+    assert response.status_code == 200
+    assert response.headers["version"] == f'"{version}"'
+
+
 async def test_subscription_needs_the_owner(node: Node) -> None:
     async with node.client(owner=False) as anonymous:
         response = await anonymous.get("/doc", headers={"Subscribe": "true"})

@@ -90,8 +90,9 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
     bus = _bus(request)
     accept = request.headers.get("accept", "").strip() or "*/*"
     wanted = mimeparse.best_match(READABLE, accept)
-    if request.method == "HEAD" and wanted == SSE_TYPE:
-        wanted = JSON_TYPE
+    if request.method == "HEAD":
+        if wanted == SSE_TYPE:
+            wanted = JSON_TYPE
     elif subscribes(request.headers) and not (wanted == SSE_TYPE and SSE_TYPE in accept.lower()):
         return _braid(request, key, accept)
     if wanted == JSON_TYPE:
