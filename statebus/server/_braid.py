@@ -31,7 +31,7 @@ encoded once (``Event.encoded``) and shared by every Braid subscriber.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import orjson
 from starlette.datastructures import Headers
@@ -95,7 +95,7 @@ class BraidStream(EventStream):
 
     def __init__(
         self,
-        batches: AsyncGenerator[list[Event], None],
+        subscribe: Callable[[Callable[[], None]], AsyncGenerator[list[Event], None]],
         *,
         parents: int | None,
         heartbeat: float | None,
@@ -103,7 +103,7 @@ class BraidStream(EventStream):
         headers = {"Subscribe": "true"}
         if heartbeat is not None:
             headers["Heartbeats"] = f"{heartbeat:g}s"
-        super().__init__(batches, headers)
+        super().__init__(subscribe, headers)
         self._parents = parents
         self._sent = False
 

@@ -107,7 +107,10 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         return Response(state, media_type=BINARY_TYPE, headers=_version_headers(version))
     if wanted == SSE_TYPE:
         after = _last_event_id(request)
-        return EventStream(bus.stream(key, after=after, origin=_peer(request)), {})
+        origin = _peer(request)
+        return EventStream(
+            lambda on_close: bus.stream(key, after=after, origin=origin, on_close=on_close), {}
+        )
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
 
 
@@ -125,8 +128,14 @@ def _braid(request: Request, key: Key, accept: str) -> ASGIApp:
         )
     parents = parents_seq(request.headers)
     heartbeat = heartbeat_seconds(request.headers)
-    batches = _bus(request).stream(key, after=parents, origin=_peer(request), heartbeat=heartbeat)
-    return BraidStream(batches, parents=parents, heartbeat=heartbeat)
+    bus, origin = _bus(request), _peer(request)
+    return BraidStream(
+        lambda on_close: bus.stream(
+            key, after=parents, origin=origin, heartbeat=heartbeat, on_close=on_close
+        ),
+        parents=parents,
+        heartbeat=heartbeat,
+    )
 
 
 def _peer(request: Request) -> str | None:
