@@ -37,21 +37,14 @@ class NodeProcess:
     async def start(self) -> NodeProcess:
         address = self.data_dir / "node.json"
         address.unlink(missing_ok=True)
-        self.process = await anyio.open_process(
-            statebus_command(
-                "serve",
-                "--port",
-                "0",
-                "--data",
-                str(self.data_dir),
-                "--log-level",
-                "warning",
-                *self.extra,
-            ),
-            env=env(),
-            stdout=subprocess.DEVNULL,
-            stderr=self.log.open("ab"),  # a file, never a pipe nobody drains
-        )
+        command = statebus_command(
+            "serve", "--port", "0", "--data", str(self.data_dir), "--log-level", "warning",
+            *self.extra,
+        )  # fmt: skip
+        with self.log.open("ab") as log:  # a file, never a pipe nobody drains
+            self.process = await anyio.open_process(
+                command, env=env(), stdout=subprocess.DEVNULL, stderr=log
+            )
         with anyio.fail_after(30):
             while not address.exists():
                 if self.process.returncode is not None:
