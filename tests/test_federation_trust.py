@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import time
+from typing import Any
 
 import httpx
 from pycrdt import Doc, Map
@@ -152,7 +153,7 @@ async def test_a_replayed_old_entry_changes_nothing(node_factory: NodeFactory) -
 
 def _overwrite(updates: list[bytes], **fields: object) -> bytes:
     """An update made on top of ``updates`` that sets ``fields``."""
-    doc: Doc[object] = Doc()
+    doc: Doc[Any] = Doc()
     for update in updates:
         doc.apply_update(update)
     before = doc.get_state()
