@@ -219,6 +219,16 @@ class Identity:
         path = data_dir / KEY_FILE
         return _field(_read_key_file(path), "sealed", bool, path)
 
+    @staticmethod
+    def recorded_id(data_dir: Path) -> NodeId:
+        """The id of ``data_dir``'s key, read without a passphrase (an id is public)."""
+        path = data_dir / KEY_FILE
+        recorded = _field(_read_key_file(path), "node_id", str, path)
+        try:
+            return parse_node_id(recorded)
+        except InvalidNodeId as exc:
+            raise IdentityError(f"{path} is damaged: {exc.detail}") from None
+
     @classmethod
     def load(cls, data_dir: Path, passphrase: str | None = None) -> Identity:
         """Read ``data_dir``'s key; a passphrase given for an unsealed key is ignored."""

@@ -198,10 +198,11 @@ class Session:
         if kind == "ping":
             return
         key = _interest(body.get("key"))
+        if self.passive and kind in ("want", "digest", "digest-end"):
+            if kind == "want":  # recovery serves nothing
+                self._schedule(_done(key))
+            return
         if kind == "want":
-            if self.passive:
-                self._schedule(_done(key))  # recovery serves nothing
-                return
             self.hub.add_interest(self, key)
             self._collected -= len(self._digests.get(key, {}))
             self._digests[key] = {}
