@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -84,6 +85,7 @@ def node_id_from_public_key(public_key: bytes) -> NodeId:
     return NodeId(base64.b32encode(raw).decode("ascii").lower())
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and on every signature's path: memoised
 def _decode_node_id(text: str) -> tuple[NodeId, bytes]:
     """Validate ``text`` once, most basic fault first, so the message names the real one."""
     shown = text if len(text) <= 80 else text[:77] + "..."

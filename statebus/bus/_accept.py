@@ -1,15 +1,16 @@
 """Entries from peers: where they may be stored, whose signature they carry, what they add.
 
-A peer sends entries exactly as their author stored them. :func:`check` keeps
+A peer sends entries exactly as their author stored them. :class:`Intake` keeps
 those that are signed by the owner of the namespace they claim (``/~X/...``
 only when X signed it; a node's own namespace coming back from a friend is
-the same rule) and whose signature holds, verifying the batch in a worker
-thread. :func:`integrate` applies one to its Doc and says whether it changed
-anything, only repeated what the Doc holds, or has parts that wait for
-dependencies still missing (Yjs keeps those pending). :class:`Waiting`
-remembers the latter, because yrs does not always finish integrating pending
-parts applied out of causal order; a Doc that has them is rebuilt from its
-log (one merged update, which integrates everything) once more arrives.
+the same rule) and whose signature holds, verifying groups of them in a worker
+thread while the loop applies the group before. :func:`integrate` applies one
+to its Doc and says whether it changed anything, only repeated what the Doc
+holds, or has parts that wait for dependencies still missing (Yjs keeps those
+pending). :class:`Waiting` remembers the latter, because yrs does not always
+finish integrating pending parts applied out of causal order; a Doc that has
+them is rebuilt from its log (one merged update, which integrates everything)
+once more arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
 from pycrdt import Doc
 
 from ..coverage import waiting
@@ -46,12 +49,10 @@ class Accepted:
     redundant: int = 0
 
 
-def placement(entry: Entry) -> Key | str:
-    """The entry's key if it may be stored there, else why not."""
-    try:
-        key = parse_canonical(entry.key)
-    except InvalidKey as exc:
-        return f"bad key {entry.key[:80]!r}: {exc.detail}"
+def placement(entry: Entry, key: Key | str) -> Key | str:
+    """The entry's key if it may be stored there, else why not (``key``: its parse)."""
+    if isinstance(key, str):
+        return key
     if key.is_folder:
         return f"{entry.key} is a folder, which holds no entries"
     if entry.author != key.namespace:
@@ -59,32 +60,12 @@ def placement(entry: Entry) -> Key | str:
     return key
 
 
-async def check(
-    entries: Sequence[Entry], verifier: Verifier
-) -> tuple[list[Entry], list[tuple[Entry, str]]]:
-    """Split entries into those placed right and signed by their namespace's owner,
-    and those refused (with the reason). Signatures are checked in a worker thread."""
-    placed: list[tuple[Entry, Key]] = []
-    refused: list[tuple[Entry, str]] = []
-    for entry in entries:
-        where = placement(entry)
-        if isinstance(where, str):
-            refused.append((entry, where))
-        else:
-            placed.append((entry, where))
-    if not placed:
-        return [], refused
-    items = [
-        SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature) for e, k in placed
-    ]
-    verdicts = await anyio.to_thread.run_sync(verifier.verify_many, items)
-    accepted = []
-    for (entry, key), ok in zip(placed, verdicts, strict=True):
-        if ok:
-            accepted.append(entry)
-        else:
-            refused.append((entry, f"bad signature on {key.canonical} by {entry.author[:16]}…"))
-    return accepted, refused
+def parse_entry_key(text: str) -> Key | str:
+    """A canonical key, or why it is not one."""
+    try:
+        return parse_canonical(text)
+    except InvalidKey as exc:
+        return f"bad key {text[:80]!r}: {exc.detail}"
 
 
 class Outcome(enum.Enum):
@@ -152,6 +133,12 @@ class Waiting:
 Remember = Callable[[LiveDoc, Entry], None]
 
 
+Placed = list[tuple[Entry, Key]]
+VERIFY_GROUP = 128  # signatures checked per worker-thread call; the next group is
+# verified while the loop applies this one
+KEY_CACHE = 4096
+
+
 class Intake:
     """The bus's side of :meth:`Bus.accept`: checks, applies, and settles peer entries."""
 
@@ -159,34 +146,75 @@ class Intake:
         self._docs = docs
         self._verifier = Verifier()
         self._waiting = Waiting()
+        self._keys: OrderedDict[str, Key | str] = OrderedDict()
+
+    def _parse(self, text: str) -> Key | str:
+        found = self._keys.get(text)
+        if found is None:
+            found = self._keys[text] = parse_entry_key(text)
+            if len(self._keys) > KEY_CACHE:
+                self._keys.popitem(last=False)
+        return found
+
+    async def _verify(
+        self, groups: list[Placed], send: MemoryObjectSendStream[tuple[Placed, list[bool]]]
+    ) -> None:
+        async with send:
+            for group in groups:
+                items = [
+                    SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature)
+                    for e, k in group
+                ]
+                verdicts = await anyio.to_thread.run_sync(self._verifier.verify_many, items)
+                await send.send((group, verdicts))
 
     async def stage(
         self, entries: Sequence[Entry], remember: Remember
     ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
         """Check entries and apply the good ones to their Docs; return the verdicts and
         the writes to append (each with its Doc's ``pending`` raised)."""
-        ok, refused = await check(entries, self._verifier)
-        result = Accepted(refused=refused)
+        result = Accepted()
+        placed: Placed = []
+        for entry in entries:
+            where = placement(entry, self._parse(entry.key))
+            if isinstance(where, str):
+                result.refused.append((entry, where))
+            else:
+                placed.append((entry, where))
         writes: list[tuple[LiveDoc, Entry]] = []
-        for entry in ok:
-            live = await self._docs.get(entry.key)
-            outcome = integrate(live, entry.update)
-            if outcome is Outcome.MALFORMED:
-                result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
-                continue
-            if outcome is Outcome.REDUNDANT:
-                result.redundant += 1
-                continue
-            if outcome is Outcome.WAITING:
-                self._waiting.add(entry.key, entry.update)
-            entry.snapshot, entry.seq = False, 0
-            entry.exists = not live.view.deleted
-            remember(live, entry)
-            live.pending += 1
-            writes.append((live, entry))
+        groups = [placed[i : i + VERIFY_GROUP] for i in range(0, len(placed), VERIFY_GROUP)]
+        send, receive = anyio.create_memory_object_stream[tuple[Placed, list[bool]]](1)
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(self._verify, groups, send)
+            async for group, verdicts in receive:
+                for (entry, key), ok in zip(group, verdicts, strict=True):
+                    if not ok:
+                        reason = f"bad signature on {key.canonical} by {entry.author[:16]}…"
+                        result.refused.append((entry, reason))
+                        continue
+                    live = await self._docs.get(entry.key)
+                    if self._apply(live, entry, result):
+                        remember(live, entry)
+                        live.pending += 1
+                        writes.append((live, entry))
         for entry, reason in result.refused:
             log.warning("refused an entry for %s: %s", entry.key[:120], reason)
         return result, writes
+
+    def _apply(self, live: LiveDoc, entry: Entry, result: Accepted) -> bool:
+        """Apply one verified entry; whether it is to be stored."""
+        outcome = integrate(live, entry.update)
+        if outcome is Outcome.MALFORMED:
+            result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
+            return False
+        if outcome is Outcome.REDUNDANT:
+            result.redundant += 1
+            return False
+        if outcome is Outcome.WAITING:
+            self._waiting.add(entry.key, entry.update)
+        entry.snapshot, entry.seq = False, 0
+        entry.exists = not live.view.deleted
+        return True
 
     async def settle(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
         """Rebuild from their logs the Docs just written that hold pending parts."""
