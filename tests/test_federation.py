@@ -208,3 +208,25 @@ async def test_random_writes_with_disconnects_converge(
         for key in await keys(a, namespace):
             values = [await value(node, key) for node in nodes]
             assert values[0] == values[1] == values[2]
+
+
+async def test_a_first_read_of_a_foreign_key_waits_for_the_peers(node_factory: NodeFactory) -> None:
+    a = await node_factory("a", **FAST)
+    b = await node_factory("b", peers=(share(a),), **FAST)
+    slow = {**FAST, "fetch_wait": 10.0}
+    c = await node_factory("c", peers=(share(b),), **slow)
+    async with a.client() as on_a:
+        await put(on_a, "/profile", {"name": "Ada"})
+    await eventually(lambda: has_value(b, f"/~{a.node_id}/profile", {"name": "Ada"}))
+    await eventually(lambda: _linked(c))
+    # C never saw A: one GET asks B (statebus style, fetching subscribes) and answers
+    assert await value(c, f"/~{a.node_id}/profile") == {"name": "Ada"}
+    async with c.client() as on_c:
+        listing = await on_c.get(f"/~{a.node_id}/", headers={"Accept": "application/json"})
+    assert [k["key"] for k in listing.json()["keys"]] == [f"/~{a.node_id}/profile"]
+
+
+async def _linked(node: Node) -> bool:
+    async with node.client() as http:
+        peers = (await http.get("/_peers")).json()["peers"]
+    return bool(peers) and all(p["connected"] and p["last_sync"] for p in peers)

@@ -27,7 +27,7 @@ import binascii
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -78,8 +78,8 @@ class Session:
         self._limit = limit
         self._live: deque[Entry] = deque()
         self._behind = False
-        self._jobs: deque[AsyncIterator[bytes]] = deque()
-        self._job: AsyncIterator[bytes] | None = None
+        self._jobs: deque[AsyncGenerator[bytes, None]] = deque()
+        self._job: AsyncGenerator[bytes, None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._digests: dict[str, dict[str, Digest]] = {}
         self._needs: dict[str, dict[str, Digest]] = {}
@@ -117,7 +117,7 @@ class Session:
             self._live.append(entry)
         self._wake()
 
-    def _schedule(self, job: AsyncIterator[bytes]) -> None:
+    def _schedule(self, job: AsyncGenerator[bytes, None]) -> None:
         if len(self._jobs) >= MAX_JOBS:
             raise ProtocolError(f"more than {MAX_JOBS} requests waiting", peer=self.peer)
         self._jobs.append(job)
@@ -150,6 +150,9 @@ class Session:
                 break
             if not await self._wait(idle):
                 return PING
+        if self.closed and self._job is not None:
+            job, self._job = self._job, None
+            await job.aclose()
         return bytes(out)
 
     async def _wait(self, idle: float | None) -> bool:
@@ -269,5 +272,5 @@ def _document(item: Any, interest: str) -> tuple[str, Digest]:
         raise ProtocolError(f"the snapshot of {key} is malformed") from None
 
 
-async def _done(key: str) -> AsyncIterator[bytes]:
+async def _done(key: str) -> AsyncGenerator[bytes, None]:
     yield encode_control("caught-up", key=key)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
@@ -77,14 +77,14 @@ async def documents(session: Session, interest: str) -> AsyncIterator[str]:
         after = keys[-1]
 
 
-async def _entries(session: Session, entries: list[Entry]) -> AsyncIterator[bytes]:
+async def _entries(session: Session, entries: list[Entry]) -> AsyncGenerator[bytes, None]:
     for start in range(0, len(entries), ENTRIES_PER_FRAME_GROUP):
         group = entries[start : start + ENTRIES_PER_FRAME_GROUP]
         session.status.entries_out += len(group)
         yield encode_entries(group)
 
 
-async def want(session: Session, interest: str) -> AsyncIterator[bytes]:
+async def want(session: Session, interest: str) -> AsyncGenerator[bytes, None]:
     """W: ask for an interest, describing every document held under it."""
     yield encode_control("want", key=interest)
     page: list[list[str | None]] = []
@@ -100,7 +100,7 @@ async def want(session: Session, interest: str) -> AsyncIterator[bytes]:
 
 async def answer(
     session: Session, interest: str, theirs: dict[str, Digest]
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Q: send what W lacks under an interest, then say what W holds that is missing here."""
     needs: list[list[str | None]] = []
     seen: set[str] = set()
@@ -120,7 +120,9 @@ async def answer(
     yield encode_control("caught-up", key=interest)
 
 
-async def fill(session: Session, interest: str, needs: dict[str, Digest]) -> AsyncIterator[bytes]:
+async def fill(
+    session: Session, interest: str, needs: dict[str, Digest]
+) -> AsyncGenerator[bytes, None]:
     """W: send what Q said it needs."""
     for key, theirs in needs.items():
         if session.may_read(key):

@@ -21,7 +21,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import InvalidBody, InvalidNodeId, NotAuthenticated, NotFound, PeerError
+from ..errors import (
+    InvalidBody,
+    InvalidNodeId,
+    NotAuthenticated,
+    NotFound,
+    PeerError,
+    StatebusError,
+)
 from ..federation import PEER_SCHEME, Federation
 from ..federation._session import Session
 from ..federation._wire import decode_all
@@ -136,5 +143,5 @@ class PeerStream:
                 if not chunk:
                     return
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (PeerError, OSError) as exc:
-            log.info("stream to %r ended: %s", self._session, exc)
+        except (StatebusError, OSError) as exc:
+            log.warning("stream to %r ended: %s", self._session, exc)
