@@ -72,8 +72,8 @@ def identity_command(args: argparse.Namespace) -> int:
         node_id = Identity.recorded_id(args.data)
     else:
         node_id = Identity.load_or_create(args.data).node_id
-    print(node_id)
-    print(f"{node_id}@{share_address(datadir)}")
+    sys.stdout.write(f"{node_id}\n{node_id}@{share_address(datadir)}\n")
+    sys.stdout.flush()
     return 0
 
 

@@ -176,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _client(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `statebus id | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as exc:
         error = _statebus_error(exc)
         if error is None:
@@ -255,6 +258,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # peer links make one request per batch of entries: httpx's line per request is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
 # -- clients -----------------------------------------------------------------

@@ -3,6 +3,7 @@ real processes, their exit codes and their one-line errors."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -104,3 +105,15 @@ def test_a_bad_peer_is_one_line(tmp_path: Path, peer: str, says: str) -> None:
     given = peer.format(id=node_id, typo=typo)
     result = run("serve", "--port", "0", "--data", str(tmp_path), "--peer", given)
     assert says in one_line_error(result)
+
+
+def test_id_piped_into_head_is_quiet(tmp_path: Path) -> None:
+    command = " ".join(
+        shlex.quote(part) for part in statebus_command("id", "--data", str(tmp_path))
+    )
+    result = subprocess.run(
+        f"{command} | head -1", shell=True, env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert len(result.stdout.strip()) == NODE_ID_LENGTH

@@ -219,6 +219,7 @@ class Federation:
         )
         self._attached[token] = session
         hub.add(session)
+        log.info("%s dialled in", peer)
         return session
 
     def session(self, token: str) -> Session:

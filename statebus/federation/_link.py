@@ -145,6 +145,7 @@ class PeerLink:
                     passive=self._passive,
                 )
                 self._connected = True
+                log.info("linked to %s", self._peer)
                 self.hub.add(session)
                 try:
                     await self._serve(http, headers, response, session)
