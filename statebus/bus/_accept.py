@@ -197,8 +197,10 @@ class Intake:
                         remember(live, entry)
                         live.pending += 1
                         writes.append((live, entry))
-        for entry, reason in result.refused:
-            log.warning("refused an entry for %s: %s", entry.key[:120], reason)
+        if result.refused:  # one line per batch: a bad peer must not flood the log
+            entry, reason = result.refused[0]
+            more = len(result.refused) - 1
+            log.warning("refused an entry for %s: %s (and %d more)", entry.key[:120], reason, more)
         return result, writes
 
     def _apply(self, live: LiveDoc, entry: Entry, result: Accepted) -> bool:
