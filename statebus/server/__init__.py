@@ -7,19 +7,23 @@ them to routes as typed lifespan state (:class:`NodeState`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from ..access import Access, acl_key
 from ..bus import Bus
 from ..datadir import DataDir
+from ..errors import NotFound
 from ..identity import Identity
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
 from ._routes import NodeState, document, health, login
+from ._sharing import acl
 
 __all__ = ["NodeState", "create_app"]
 
@@ -48,12 +52,16 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
+            access = Access(identity.node_id)
+            with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
+                access.update((await bus.read(acl_key(identity.node_id)))[0])
             app.state.bus = bus
             try:
                 yield {
                     "settings": settings,
                     "identity": identity,
                     "bus": bus,
+                    "access": access,
                     "owner_token": owner_token,
                 }
             finally:
@@ -62,6 +70,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
     routes = [
         Route("/_health", health),
         Route("/_login", login),
+        Route("/_acl", acl, methods=["GET", "PUT", "PATCH"]),
         Route("/{path:path}", document, methods=DOCUMENT_METHODS),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
