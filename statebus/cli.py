@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import signal
@@ -163,6 +164,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long (default: 300)",
     )
+    share = commands.add_parser(
+        "share",
+        help="share a key or folder (a trailing /): public, with friends, or private again",
+        description="Changes the sharing rules (/_acl) of the running node of --data. "
+        "Private is the default for every key; a rule on a folder covers every key under it.",
+    )
+    share.add_argument("key", help="the key or folder, e.g. /profile or /posts/")
+    who = share.add_mutually_exclusive_group()
+    who.add_argument("--public", action="store_true", help="anyone may read it")
+    who.add_argument(
+        "--with", dest="friends", nargs="+", metavar="ID", help="only these node ids may read it"
+    )
+    who.add_argument("--private", action="store_true", help="only the owner may read it")
+    share.add_argument(
+        "--writers",
+        nargs="*",
+        metavar="ID",
+        help="these node ids may also write it (a group forum); no ids: nobody else writes",
+    )
+    _client_args(share)
+
+    export = commands.add_parser(
+        "export",
+        help="write the whole node (keys, log, sharing) to one passphrase-encrypted file",
+        description="Passphrase from $STATEBUS_BACKUP_PASSPHRASE, or asked twice on a terminal. "
+        "Safe while the node runs.",
+    )
+    export.add_argument("file", type=Path, help="the backup file to write (must not exist)")
+    _data_arg(export)
+
+    restore = commands.add_parser(
+        "import",
+        help="restore a backup made by export into a new data directory",
+        description="Passphrase from $STATEBUS_BACKUP_PASSPHRASE, or asked on a terminal. "
+        "Nothing is written unless the whole file decrypts and checks out.",
+    )
+    restore.add_argument("file", type=Path, help="the backup file to read")
+    _data_arg(restore)
     return parser
 
 
@@ -173,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
+        if args.command in ("export", "import"):
+            return _backup(args)
         return _client(args)
     except KeyboardInterrupt:
         return 130
@@ -262,6 +303,35 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
+# -- backups -----------------------------------------------------------------
+
+
+def _backup_passphrase(*, confirm: bool) -> str:
+    passphrase = os.environ.get("STATEBUS_BACKUP_PASSPHRASE")
+    if passphrase is not None:
+        return passphrase
+    if not sys.stdin.isatty():
+        _fail("no passphrase: set STATEBUS_BACKUP_PASSPHRASE or run on a terminal")
+    passphrase = getpass.getpass("backup passphrase: ")
+    if confirm and getpass.getpass("again: ") != passphrase:
+        _fail("the passphrases differ")
+    return passphrase
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from . import backup
+
+    if args.command == "export":
+        size = backup.export(args.data, args.file, _backup_passphrase(confirm=True))
+        print(
+            f"wrote {args.file} ({size} bytes, encrypted): the key pair, the owner token, the log"
+        )
+        return 0
+    names = backup.restore(args.file, args.data, _backup_passphrase(confirm=False))
+    print(f"restored {', '.join(names)} into {args.data}")
+    return 0
+
+
 # -- clients -----------------------------------------------------------------
 
 
@@ -282,6 +352,8 @@ def _client(args: argparse.Namespace) -> int:
                 return _get(http, key)
             if args.command == "put":
                 return _put(http, key, args.value)
+            if args.command == "share":
+                return _share(http, key, args)
             return _watch(http, key, raw=args.raw)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the node at {url}: {exc}")
@@ -313,6 +385,30 @@ def _put(http: httpx.Client, key: str, value: str) -> int:
     response = http.put(key, content=value.encode(), headers={"Content-Type": "application/json"})
     _check(response)
     print(json.dumps(response.json()))
+    return 0
+
+
+def _share(http: httpx.Client, key: str, args: argparse.Namespace) -> int:
+    rule: dict[str, object] = {}
+    if args.public:
+        rule["read"] = "public"
+    elif args.friends:
+        rule["read"] = args.friends
+    elif args.private:
+        rule["read"] = "private"
+    if args.writers is not None:
+        rule["write"] = args.writers
+    if not rule:
+        _fail("say who may read it (--public, --with ID..., --private) or write it (--writers)")
+    response = http.patch(
+        "/_acl",
+        content=json.dumps({key: rule}).encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    _check(response)
+    current = http.get("/_acl", headers={"Accept": "application/json"})
+    _check(current)
+    print(json.dumps({key: current.json().get(key)}, ensure_ascii=False))
     return 0
 
 

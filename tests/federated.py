@@ -111,11 +111,10 @@ class FakePeer:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    async def push(self, *entries: Entry) -> httpx.Response:
+    async def push(self, *entries: Entry, public: bool = False) -> httpx.Response:
         assert self.http is not None
-        return await self.http.post(
-            "/_fed/push", content=encode_entries(entries), headers=self.headers
-        )
+        frames = encode_entries(entries, lambda _key: public)
+        return await self.http.post("/_fed/push", content=frames, headers=self.headers)
 
     def entry(self, path: str, update: bytes, *, namespace: NodeId | None = None) -> Entry:
         """An entry of ``path`` signed by this peer (in its own namespace by default)."""

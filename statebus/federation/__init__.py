@@ -59,7 +59,7 @@ class Federation:
         self.bus = bus
         self.identity = identity
         self.settings = settings
-        self.policy = policy or Policy()
+        self.policy = policy or Policy(identity.node_id)
         self.hub: Hub | None = None
         self._challenges = Challenges(identity)
         self._pending: OrderedDict[str, tuple[NodeId, float]] = OrderedDict()

@@ -59,7 +59,7 @@ async def recover(settings: Settings, identity: Identity, friend: PeerAddress) -
                 "directory (move statebus.db away first)"
             )
         async with Bus(store, identity) as bus:
-            hub = Hub(bus, Policy())
+            hub = Hub(bus, Policy(own))
             try:
                 link = PeerLink(
                     hub, identity, friend, heartbeat=settings.peer_heartbeat, passive=True

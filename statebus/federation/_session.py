@@ -11,6 +11,7 @@ to its long-lived stream answer, the dialler POSTs them. Frames in go to
 ``need``        docs   the receiver of a digest lacks something of these documents
 ``caught-up``          every entry the wanting side lacked has been sent
 ``filled``             every entry named by ``need`` has been sent
+``public``      docs   these documents' owner lets anyone read them: they may be relayed
 ``ping``               keeps an idle stream alive
 ==============  =====  ==========================================================
 
@@ -39,7 +40,7 @@ from ..keys import folders_of, parse_canonical
 from ..store import Entry
 from . import _sync
 from ._status import PeerStatus
-from ._wire import Control, Frame, encode_control, encode_entries
+from ._wire import Carried, Control, Frame, encode_control, encode_entries
 
 if TYPE_CHECKING:
     from ..bus import Bus
@@ -144,7 +145,7 @@ class Session:
                 count = min(len(self._live), LIVE_BATCH)
                 batch = [self._live.popleft() for _ in range(count)]
                 self.status.entries_out += count
-                out += encode_entries(batch)
+                out += encode_entries(batch, self.hub.policy.is_public)
                 continue
             if out:
                 break
@@ -186,8 +187,9 @@ class Session:
         """Handle frames from the peer in order: entries to the bus, control to the protocol."""
         batch: list[Entry] = []
         for frame in frames:
-            if isinstance(frame, Entry):
-                batch.append(frame)
+            if isinstance(frame, Carried):
+                self.hub.policy.learn(frame.entry.key, frame.public)
+                batch.append(frame.entry)
                 continue
             if batch:
                 await self.hub.accept(self, batch)
@@ -227,6 +229,9 @@ class Session:
                 self._schedule(_sync.fill(self, key, needs))
         elif kind == "filled":
             self.status.last_sync = time.time()
+        elif kind == "public":
+            for doc in _keys(body.get("docs"), key):
+                self.hub.policy.learn(doc, True)
         else:
             log.debug("%r sent an unknown control message %r", self, kind)
 
@@ -257,12 +262,25 @@ def _interest(value: Any) -> str:
         raise ProtocolError(f"bad key in a control message: {exc.detail}") from None
 
 
+def _inside(key: str, interest: str) -> bool:
+    inside = key == interest or (interest.endswith("/") and key.startswith(interest))
+    return inside and not key.endswith("/")
+
+
+def _keys(docs: Any, interest: str) -> list[str]:
+    if not isinstance(docs, list) or len(docs) > MAX_DIGEST_DOCS:
+        raise ProtocolError("'docs' must be a list of keys")
+    keys = [_interest(doc) for doc in docs]
+    if not all(_inside(key, interest) for key in keys):
+        raise ProtocolError(f"a key that is not a document under {interest}")
+    return keys
+
+
 def _document(item: Any, interest: str) -> tuple[str, Digest]:
     if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
         raise ProtocolError("a document entry is [key, snapshot or null]")
     key = _interest(item[0])
-    inside = key == interest or (interest.endswith("/") and key.startswith(interest))
-    if not inside or key.endswith("/"):
+    if not _inside(key, interest):
         raise ProtocolError(f"{key} is not a document under {interest}")
     if item[1] is None:
         return key, EMPTY

@@ -5,8 +5,9 @@ wants it (W) sends ``want`` and a *digest* of each of its documents under
 ``k``: the Yjs snapshot, i.e. state vector *and* delete set (a state vector
 alone would miss entries that only delete). The other side (Q) answers, per
 document, with those of its stored entries that would change W's copy
-(:func:`statebus.coverage.lacks`), then ``need``: its own digests of the
-documents where W holds something Q lacks, then ``caught-up``. W sends the
+(:func:`statebus.coverage.lacks`), then ``public``: which of them may be
+relayed to anyone, then ``need``: its own digests of the documents where W
+holds something Q lacks, then ``caught-up``. W sends the
 entries Q needs, then ``filled``. The entries travel as their author signed
 them, and the receiver verifies and dedups them, so a resent entry is harmless.
 
@@ -81,7 +82,7 @@ async def _entries(session: Session, entries: list[Entry]) -> AsyncGenerator[byt
     for start in range(0, len(entries), ENTRIES_PER_FRAME_GROUP):
         group = entries[start : start + ENTRIES_PER_FRAME_GROUP]
         session.status.entries_out += len(group)
-        yield encode_entries(group)
+        yield encode_entries(group, session.hub.policy.is_public)
 
 
 async def want(session: Session, interest: str) -> AsyncGenerator[bytes, None]:
@@ -103,9 +104,12 @@ async def answer(
 ) -> AsyncGenerator[bytes, None]:
     """Q: send what W lacks under an interest, then say what W holds that is missing here."""
     needs: list[list[str | None]] = []
+    public: list[str] = []
     seen: set[str] = set()
     async for key in documents(session, interest):
         seen.add(key)
+        if session.hub.policy.is_public(key):
+            public.append(key)
         raw = await session.bus.digest(key)
         mine = Digest.decode(raw) if raw else EMPTY
         their = theirs.get(key)
@@ -115,6 +119,8 @@ async def answer(
         if their is not None and not mine.covers(their):
             needs.append([key, encode_digest(raw)])
     needs.extend([key, None] for key in theirs if key not in seen)
+    for start in range(0, len(public), PAGE):
+        yield encode_control("public", key=interest, docs=public[start : start + PAGE])
     for start in range(0, len(needs), PAGE):
         yield encode_control("need", key=interest, docs=needs[start : start + PAGE])
     yield encode_control("caught-up", key=interest)

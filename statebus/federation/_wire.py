@@ -3,8 +3,10 @@
 Every frame is ``kind (u8) || length (u32, big endian) || payload``.
 
 - ``ENTRY`` (1): ``u16 key length || key (UTF-8, canonical) || author (56 ASCII
-  bytes, the node id) || signature (64 bytes) || update (the rest)``. The
-  entry exactly as its author signed it; the receiver verifies it.
+  bytes, the node id) || signature (64 bytes) || flags (u8) || update (the
+  rest)``. The entry exactly as its author signed it; the receiver verifies it.
+  Flag bit 0 (``PUBLIC``): the key's owner lets anyone read it, so it may be
+  relayed (not signed: it tells relays what they may pass on).
 - ``CONTROL`` (2): a JSON object with a ``t`` field (see ``_session``).
 
 A stream of frames is cut anywhere by HTTP; :class:`FrameReader` reassembles
@@ -14,7 +16,7 @@ them and refuses oversized or unknown ones (:class:`ProtocolError`).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from ..store import Entry
 
 ENTRY = 1
 CONTROL = 2
+PUBLIC = 1  # entry flag
 SIGNATURE_SIZE = 64
 MAX_FRAME = 32 * 1024 * 1024
 MAX_CONTROL = 4 * 1024 * 1024
@@ -41,15 +44,23 @@ class Control:
     body: dict[str, Any]
 
 
-Frame = Entry | Control
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """A decoded entry frame: the entry, and whether its key may be relayed to anyone."""
+
+    entry: Entry
+    public: bool
 
 
-def encode_entry(entry: Entry) -> bytes:
+Frame = Carried | Control
+
+
+def encode_entry(entry: Entry, *, public: bool = False) -> bytes:
     key = entry.key.encode("utf-8")
     author = entry.author.encode("ascii")
     if len(author) != NODE_ID_LENGTH or len(entry.signature) != SIGNATURE_SIZE:
         raise ProtocolError(f"cannot frame the entry of {entry.key}: bad author or signature")
-    payload_size = _KEY_LENGTH.size + len(key) + NODE_ID_LENGTH + SIGNATURE_SIZE
+    payload_size = _KEY_LENGTH.size + len(key) + NODE_ID_LENGTH + SIGNATURE_SIZE + 1
     payload_size += len(entry.update)
     return b"".join(
         (
@@ -58,13 +69,15 @@ def encode_entry(entry: Entry) -> bytes:
             key,
             author,
             entry.signature,
+            PUBLIC.to_bytes() if public else b"\x00",
             entry.update,
         )
     )
 
 
-def encode_entries(entries: Iterable[Entry]) -> bytes:
-    return b"".join(encode_entry(entry) for entry in entries)
+def encode_entries(entries: Iterable[Entry], public: Callable[[str], bool]) -> bytes:
+    """Frames of ``entries``, each flagged as ``public(key)`` says."""
+    return b"".join(encode_entry(entry, public=public(entry.key)) for entry in entries)
 
 
 def encode_control(kind: str, **fields: Any) -> bytes:
@@ -72,14 +85,15 @@ def encode_control(kind: str, **fields: Any) -> bytes:
     return _HEADER.pack(CONTROL, len(payload)) + payload
 
 
-def _decode_entry(payload: memoryview) -> Entry:
+def _decode_entry(payload: memoryview) -> Carried:
     if len(payload) < _KEY_LENGTH.size:
         raise ProtocolError("a truncated entry frame")
     (key_length,) = _KEY_LENGTH.unpack_from(payload)
     start = _KEY_LENGTH.size
     author_at = start + key_length
     signature_at = author_at + NODE_ID_LENGTH
-    update_at = signature_at + SIGNATURE_SIZE
+    flags_at = signature_at + SIGNATURE_SIZE
+    update_at = flags_at + 1
     if len(payload) < update_at:
         raise ProtocolError("a truncated entry frame")
     try:
@@ -87,7 +101,9 @@ def _decode_entry(payload: memoryview) -> Entry:
         author = bytes(payload[author_at:signature_at]).decode("ascii")
     except UnicodeDecodeError:
         raise ProtocolError("an entry frame with a key or author that is not text") from None
-    return Entry(key, bytes(payload[update_at:]), author, bytes(payload[signature_at:update_at]))
+    signature = bytes(payload[signature_at:flags_at])
+    entry = Entry(key, bytes(payload[update_at:]), author, signature)
+    return Carried(entry, bool(payload[flags_at] & PUBLIC))
 
 
 def _decode_control(payload: memoryview) -> Control:

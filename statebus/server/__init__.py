@@ -7,21 +7,25 @@ reverse) and hands them to routes as typed lifespan state (:class:`NodeState`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from ..access import Access, acl_key
 from ..bus import Bus
 from ..datadir import DataDir
-from ..federation import Federation
+from ..errors import NotFound
+from ..federation import Federation, Policy
 from ..identity import Identity
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
 from ._peers import auth, hello, peer, peers, push, stream
 from ._routes import NodeState, document, health, login
+from ._sharing import acl
 
 __all__ = ["NodeState", "create_app"]
 
@@ -50,7 +54,12 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
-            federation = await stack.enter_async_context(Federation(bus, identity, settings))
+            access = Access(identity.node_id)
+            with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
+                access.update((await bus.read(acl_key(identity.node_id)))[0])
+            federation = await stack.enter_async_context(
+                Federation(bus, identity, settings, policy=Policy(identity.node_id, access))
+            )
             app.state.bus = bus
             app.state.federation = federation
             try:
@@ -59,6 +68,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "identity": identity,
                     "bus": bus,
                     "federation": federation,
+                    "access": access,
                     "owner_token": owner_token,
                 }
             finally:
@@ -68,6 +78,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
     routes = [
         Route("/_health", health),
         Route("/_login", login),
+        Route("/_acl", acl, methods=["GET", "PUT", "PATCH"]),
         Route("/_peers", peers, methods=["GET", "POST"]),
         Route("/_peers/{node}", peer, methods=["DELETE"]),
         Route("/_fed/hello", hello, methods=["POST"]),
