@@ -126,4 +126,8 @@ def recover_command(args: argparse.Namespace) -> int:
     print(f"every entry verified as signed by {identity.node_id}")
     if result.refused:
         print(f"refused {result.refused} entries that did not verify (not stored)")
+    print(
+        "sharing rules (/_acl) never leave a node: share again "
+        "(statebus share), or import them from an export"
+    )
     return 0

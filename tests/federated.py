@@ -21,6 +21,40 @@ from tests.conftest import Node
 FAST = {"peer_backoff": 0.05, "peer_backoff_max": 0.5, "fetch_wait": 0.0}
 
 
+async def publish(node: Node, folder: str = "/", readers: list[str] | None = None) -> None:
+    """Share ``folder`` of the node's namespace: with everyone, or with ``readers`` only."""
+    rule = {"read": readers if readers is not None else "public"}
+    async with node.client() as http:
+        response = await http.patch(
+            "/_acl", json={folder: rule}, headers={"Content-Type": "application/merge-patch+json"}
+        )
+    response.raise_for_status()
+
+
+async def describe(nodes: list[Node]) -> str:
+    """Where nodes differ and what their links look like: the message of a failed wait."""
+    names = {node.node_id: f"node{i}" for i, node in enumerate(nodes)}
+    lines = []
+    for namespace, name in names.items():
+        held: set[str] = set()
+        for node in nodes:
+            held |= set(await keys(node, namespace))
+        for key in sorted(held):
+            values = [await value(node, key) for node in nodes]
+            states = [await state(node, key) for node in nodes]
+            if len(set(states)) > 1:
+                lines.append(f"{name}{key[len(namespace) + 2 :]}: {values}")
+    for node in nodes:
+        app = node.running.app
+        assert app is not None
+        for session in app.state.federation.hub.sessions:
+            lines.append(
+                f"{names[node.node_id]} {session!r}: interests {len(session.interests)}, "
+                f"{session.status.as_json()}"
+            )
+    return "\n".join(lines)
+
+
 def pin_port(node: Node) -> Node:
     """Make the node bind the same port when restarted, so its peers find it again."""
     node.settings = dataclasses.replace(node.settings, port=node.port)

@@ -13,10 +13,12 @@ from statebus.identity import NodeId, verify_entry
 from tests.conftest import Node, NodeFactory
 from tests.federated import (
     FAST,
+    describe,
     eventually,
     has_value,
     keys,
     pin_port,
+    publish,
     put,
     share,
     state,
@@ -28,6 +30,9 @@ from tests.sse import open_stream
 async def test_two_nodes_replicate_both_ways_with_sse(node_factory: NodeFactory) -> None:
     a = await node_factory("a", **FAST)
     b = await node_factory("b", peers=(share(a),), **FAST)
+    # each shares everything with the other only (after the link is up: a resync follows)
+    await publish(a, "/", [b.node_id])
+    await publish(b, "/", [a.node_id])
     async with a.client() as on_a, b.client() as on_b:
         await put(on_a, "/profile", {"name": "Ada"})
         await eventually(lambda: has_value(b, f"/~{a.node_id}/profile", {"name": "Ada"}))
@@ -58,6 +63,7 @@ async def test_two_nodes_replicate_both_ways_with_sse(node_factory: NodeFactory)
 
 async def test_a_line_relays_and_c_verifies_a_as_author(node_factory: NodeFactory) -> None:
     a = await node_factory("a", **FAST)
+    await publish(a)  # relays pass on only what its owner made public
     b = await node_factory("b", peers=(share(a),), **FAST)
     c = await node_factory("c", peers=(share(b),), **FAST)
     async with a.client() as on_a, c.client() as on_c:
@@ -108,6 +114,8 @@ async def test_partition_heals_to_identical_state(node_factory: NodeFactory) -> 
     a = await node_factory("a", **FAST)
     c = await node_factory("c", **FAST)
     b = await node_factory("b", peers=(share(a), share(c)), **FAST)
+    for node in (a, b, c):
+        await publish(node)
     namespaces = [a.node_id, b.node_id, c.node_id]
     async with a.client() as on_a, b.client() as on_b, c.client() as on_c:
         # A and C subscribe to each other's namespace; only B links them
@@ -186,6 +194,8 @@ async def test_random_writes_with_disconnects_converge(
             async with reader.client() as http:
                 await http.get(f"/~{owner.node_id}/", headers={"Accept": "application/json"})
     nodes = [a, b, c]
+    for node in nodes:
+        await publish(node)
     namespaces = [node.node_id for node in nodes]
     stopped: Node | None = None
     for step in range(30):  # 30 rounds of concurrent writes: about 80 writes in all
@@ -203,7 +213,10 @@ async def test_random_writes_with_disconnects_converge(
                 tg.start_soon(_write_on, writer, random.Random(writer_seed))
     if stopped is not None:
         await stopped.start()
-    await eventually(lambda: _same_everywhere(nodes, namespaces), within=30)
+    try:
+        await eventually(lambda: _same_everywhere(nodes, namespaces), within=30)
+    except TimeoutError:
+        raise AssertionError(await describe(nodes)) from None
     for namespace in namespaces:
         for key in await keys(a, namespace):
             values = [await value(node, key) for node in nodes]
@@ -212,6 +225,7 @@ async def test_random_writes_with_disconnects_converge(
 
 async def test_a_first_read_of_a_foreign_key_waits_for_the_peers(node_factory: NodeFactory) -> None:
     a = await node_factory("a", **FAST)
+    await publish(a)
     b = await node_factory("b", peers=(share(a),), **FAST)
     slow = {**FAST, "fetch_wait": 10.0}
     c = await node_factory("c", peers=(share(b),), **slow)
@@ -230,3 +244,35 @@ async def _linked(node: Node) -> bool:
     async with node.client() as http:
         peers = (await http.get("/_peers")).json()["peers"]
     return bool(peers) and all(p["connected"] and p["last_sync"] for p in peers)
+
+
+async def test_sharing_rules_decide_what_peers_receive_and_relay(
+    node_factory: NodeFactory,
+) -> None:
+    a = await node_factory("a", **FAST)
+    b = await node_factory("b", peers=(share(a),), **FAST)
+    c = await node_factory("c", peers=(share(b),), **FAST)
+    async with a.client() as on_a:
+        await put(on_a, "/posts/1", {"text": "for everyone"})
+        await put(on_a, "/diary/1", {"text": "for b"})
+        await put(on_a, "/secret", {"text": "for nobody"})
+    await publish(a, "/posts/")
+    await publish(a, "/diary/", [b.node_id])
+    ns = f"/~{a.node_id}"
+    await eventually(lambda: has_value(b, f"{ns}/diary/1", {"text": "for b"}))
+    await eventually(lambda: has_value(c, f"{ns}/posts/1", {"text": "for everyone"}))
+    async with c.client() as on_c:  # C subscribes to all of A, through B
+        await on_c.get(f"{ns}/", headers={"Accept": "application/json"})
+    async with a.client() as on_a:
+        await put(on_a, "/posts/2", {"text": "later, for everyone"})
+        await put(on_a, "/diary/2", {"text": "later, for b"})
+    await eventually(lambda: has_value(c, f"{ns}/posts/2", {"text": "later, for everyone"}))
+    await eventually(lambda: has_value(b, f"{ns}/diary/2", {"text": "later, for b"}))
+    assert sorted(await keys(b, a.node_id)) == [
+        f"{ns}/diary/1",
+        f"{ns}/diary/2",
+        f"{ns}/posts/1",
+        f"{ns}/posts/2",
+    ]  # never the secret, never the sharing rules (/_acl)
+    # what A shared with B alone stays with B
+    assert sorted(await keys(c, a.node_id)) == [f"{ns}/posts/1", f"{ns}/posts/2"]

@@ -14,7 +14,17 @@ from statebus.federation._auth import CLIENT_PURPOSE, NONCE_SIZE, Dial
 from statebus.identity import Identity, NodeId, auth_message
 from statebus.store import Entry
 from tests.conftest import NodeFactory
-from tests.federated import FAST, FakePeer, eventually, has_value, put, share, value, yjs_update
+from tests.federated import (
+    FAST,
+    FakePeer,
+    eventually,
+    has_value,
+    publish,
+    put,
+    share,
+    value,
+    yjs_update,
+)
 from tests.sse import open_stream
 
 
@@ -166,6 +176,7 @@ def _overwrite(updates: list[bytes], **fields: object) -> bytes:
 
 async def test_peers_can_be_added_at_runtime(node_factory: NodeFactory) -> None:
     a = await node_factory("a", **FAST)
+    await publish(a)
     b = await node_factory("b", **FAST)
     async with b.client() as http:
         added = await http.post("/_peers", json={"peer": share(a)})

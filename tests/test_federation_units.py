@@ -16,6 +16,7 @@ from statebus.errors import (
 from statebus.federation import PeerAddress
 from statebus.federation._auth import MAX_SKEW, Challenges, Dial
 from statebus.federation._wire import (
+    Carried,
     Control,
     FrameReader,
     decode_all,
@@ -54,15 +55,17 @@ def test_bad_share_lines(text: str) -> None:
 
 def test_frames_survive_any_cut() -> None:
     entry = Entry(f"/~{ID}/posts/ü", b"\x01\x02update", ID, bytes(range(64)))
-    data = encode_entry(entry) + encode_control("want", key=f"/~{ID}/") + encode_entry(entry)
+    want = encode_control("want", key=f"/~{ID}/")
+    data = encode_entry(entry, public=True) + want + encode_entry(entry)
     for cut in range(len(data)):
         reader = FrameReader()
         frames = reader.feed(data[:cut]) + reader.feed(data[cut:])
         assert reader.pending == 0
-        assert [type(f) for f in frames] == [Entry, Control, Entry]
-        first = frames[0]
-        assert isinstance(first, Entry)
-        assert (first.key, first.update, first.author, first.signature) == (
+        assert [type(f) for f in frames] == [Carried, Control, Carried]
+        first, last = frames[0], frames[2]
+        assert isinstance(first, Carried) and isinstance(last, Carried)
+        assert first.public and not last.public
+        assert (first.entry.key, first.entry.update, first.entry.author, first.entry.signature) == (
             entry.key,
             entry.update,
             entry.author,

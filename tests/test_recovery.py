@@ -9,13 +9,14 @@ import anyio
 
 from statebus.identity import Identity, NodeId, verify_entry
 from tests.conftest import Node, NodeFactory
-from tests.federated import FAST, eventually, keys, pin_port, put, share, state, value
+from tests.federated import FAST, eventually, keys, pin_port, publish, put, share, state, value
 from tests.processes import env, statebus_command
 
 
 async def test_recovery_after_deleting_the_data_directory(node_factory: NodeFactory) -> None:
     a = pin_port(await node_factory("a", compact_after=4, **FAST))
     b = await node_factory("b", peers=(share(a),), **FAST)
+    await publish(a, "/", [b.node_id])  # B may hold A's data; it never leaves B
     own = NodeId(a.node_id)
     async with a.client() as http:
         await put(http, "/profile", {"name": "Ada", "bio": "engines"})
@@ -47,6 +48,7 @@ async def test_recovery_after_deleting_the_data_directory(node_factory: NodeFact
     report = done.stdout.decode()
     assert f"restored {len(names)} documents ({len(names) - 1} with a value)" in report
     assert f"every entry verified as signed by {own}" in report
+    assert "sharing rules (/_acl) never leave a node" in report
 
     again = await anyio.run_process(command, env=env(), check=False)
     assert again.returncode == 1
@@ -61,7 +63,8 @@ async def test_recovery_after_deleting_the_data_directory(node_factory: NodeFact
         for entry in (await a.running.bus.log(key)).entries:
             assert entry.author == own
             verify_entry(own, own, key[len(f"/~{own}") :], entry.update, entry.signature)
-    # and the node carries on: new writes reach the friend again
+    # the sharing rules never left the node: share again, and new writes reach the friend
+    await publish(a, "/", [b.node_id])
     async with a.client() as http:
         await put(http, "/profile", {"name": "Ada", "bio": "back"})
     await eventually(lambda: _has(b, f"/~{own}/profile", {"name": "Ada", "bio": "back"}))

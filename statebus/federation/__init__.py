@@ -20,6 +20,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -27,12 +28,14 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from ..access import acl_key
 from ..bus import Bus
 from ..datadir import write_private
-from ..errors import DataDirError, InvalidNodeId, NotAuthenticated, QuotaExceeded
+from ..errors import DataDirError, InvalidNodeId, NotAuthenticated, NotFound, QuotaExceeded
 from ..identity import Identity, NodeId
 from ..keys import Key
 from ..settings import Settings
+from ..store import Entry
 from ._address import PeerAddress
 from ._auth import Challenges
 from ._hub import Hub
@@ -68,6 +71,10 @@ class Federation:
         self._tg: TaskGroup | None = None
         self._state = "new"
         self._closing = False
+        self._acl = acl_key(identity.node_id).canonical
+        self._resharing = False
+        self._reshare_again = False
+        self._unlisten: Callable[[], None] = lambda: None
 
     @property
     def own(self) -> NodeId:
@@ -82,6 +89,7 @@ class Federation:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = "open"
+        self._unlisten = self.bus.listen(self._watch_sharing)
         for text in (*self.settings.peers, *self._saved()):
             await self._dial(PeerAddress.parse(text))
         return self
@@ -95,6 +103,7 @@ class Federation:
         self._state = "closed"
         self.close_streams()
         assert self._tg is not None and self.hub is not None
+        self._unlisten()
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)
         self.hub.close()
@@ -233,6 +242,35 @@ class Federation:
         session = self._attached.pop(token, None)
         if session is not None and self.hub is not None:
             self.hub.remove(session)
+
+    # -- sharing rules -----------------------------------------------------
+
+    def _watch_sharing(self, entries: list[Entry]) -> None:
+        """A bus listener: when the sharing rules change, offer peers what they may now read."""
+        if self._tg is not None and any(entry.key == self._acl for entry in entries):
+            if self._resharing:
+                self._reshare_again = True
+            else:
+                self._resharing = True
+                self._tg.start_soon(self._reshare)
+
+    async def _reshare(self) -> None:
+        """Read the committed rules, then resync the own namespace with every peer (each
+        side then sends what the other lacks and may read)."""
+        try:
+            again = True
+            while again:
+                self._reshare_again = False
+                try:
+                    rules, _ = await self.bus.read(acl_key(self.own))
+                except NotFound:
+                    rules = {}
+                self.policy.follow(rules)
+                for session in list(self._hub().sessions):
+                    session.want(f"/~{self.own}/")
+                again = self._reshare_again
+        finally:
+            self._resharing = False
 
     # -- local readers -----------------------------------------------------
 

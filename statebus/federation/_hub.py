@@ -111,6 +111,14 @@ class Hub:
                 found |= holders
         return found
 
+    def published(self, origin: Session, keys: list[str]) -> None:
+        """Keys just learned to be public: sync them again with the other sessions that
+        want them (what they were not sent while this node did not know)."""
+        for session in list(self.sessions):
+            if session is not origin:
+                for interest in {i for key in keys for i in session.interests_covering(key)}:
+                    session.want(interest)
+
     async def accept(self, session: Session, entries: list[Entry]) -> None:
         """Hand a peer's entries to the bus, remembering where they came from."""
         for entry in entries:

@@ -85,6 +85,7 @@ class Session:
         self._digests: dict[str, dict[str, Digest]] = {}
         self._needs: dict[str, dict[str, Digest]] = {}
         self._collected = 0
+        self._wanting: set[str] = set()
 
     def __repr__(self) -> str:
         side = "to" if self.dialler else "from"
@@ -104,7 +105,17 @@ class Session:
         if self.closed or (self.passive and key != f"/~{self.bus.own}/"):
             return
         self.hub.add_interest(self, key)
-        self._schedule(_sync.want(self, key))
+        if key not in self._wanting:  # one catch-up of a key waiting at a time is enough
+            self._wanting.add(key)
+            self._schedule(self._want(key))
+
+    async def _want(self, key: str) -> AsyncGenerator[bytes, None]:
+        self._wanting.discard(key)
+        async for chunk in _sync.want(self, key):
+            yield chunk
+
+    def interests_covering(self, key: str) -> list[str]:
+        return [name for name in (key, *folders_of(key)) if name in self.interests]
 
     def offer(self, entry: Entry) -> None:
         """Queue a committed entry for the peer; never blocks (the hub calls it)."""
@@ -132,7 +143,7 @@ class Session:
             if self._behind:
                 self._behind = False
                 for key in sorted(self.interests):
-                    self._schedule(_sync.want(self, key))
+                    self.want(key)
             if self._job is None and self._jobs:
                 self._job = self._jobs.popleft()
             if self._job is not None:
@@ -186,27 +197,32 @@ class Session:
     async def receive(self, frames: list[Frame]) -> None:
         """Handle frames from the peer in order: entries to the bus, control to the protocol."""
         batch: list[Entry] = []
+        published: list[str] = []
         for frame in frames:
             if isinstance(frame, Carried):
-                self.hub.policy.learn(frame.entry.key, frame.public)
+                if self.hub.policy.learn(frame.entry.key, frame.public):
+                    published.append(frame.entry.key)
                 batch.append(frame.entry)
                 continue
             if batch:
                 await self.hub.accept(self, batch)
                 batch = []
-            self._control(frame)
+            published.extend(self._control(frame))
         if batch:
             await self.hub.accept(self, batch)
+        if published:
+            self.hub.published(self, published)
 
-    def _control(self, frame: Control) -> None:
+    def _control(self, frame: Control) -> list[str]:
+        """Act on a control message; return the keys it says became public."""
         kind, body = frame.type, frame.body
         if kind == "ping":
-            return
+            return []
         key = _interest(body.get("key"))
         if self.passive and kind in ("want", "digest", "digest-end"):
             if kind == "want":  # recovery serves nothing
                 self._schedule(_done(key))
-            return
+            return []
         if kind == "want":
             self.hub.add_interest(self, key)
             self._collected -= len(self._digests.get(key, {}))
@@ -230,10 +246,10 @@ class Session:
         elif kind == "filled":
             self.status.last_sync = time.time()
         elif kind == "public":
-            for doc in _keys(body.get("docs"), key):
-                self.hub.policy.learn(doc, True)
+            return [doc for doc in _keys(body.get("docs"), key) if self.hub.policy.learn(doc, True)]
         else:
             log.debug("%r sent an unknown control message %r", self, kind)
+        return []
 
     def _collect(
         self, into: dict[str, dict[str, Digest]], key: str, docs: Any, *, create: bool = False

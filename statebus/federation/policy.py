@@ -20,6 +20,8 @@ Paths under ``/_`` (the node's machinery, e.g. its ``/_acl``) never leave.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 from ..access import Access, peer
 from ..identity import NodeId
@@ -51,17 +53,25 @@ class Policy:
             return True
         return self._public.get(key, False)
 
+    def follow(self, rules: Mapping[str, Any]) -> None:
+        """Take the committed sharing rules (as the server's ``/_acl`` route also does)."""
+        if self._access is not None:
+            self._access.update(rules)
+
     def is_public(self, key: str) -> bool:
         """Whether ``key`` may be relayed to anyone, as far as this node knows."""
         if key.startswith(self._prefix):
             return self._access is None or self._access.is_public(key)
         return self._public.get(key, False)
 
-    def learn(self, key: str, public: bool) -> None:
-        """Remember what a peer said of a key of another namespace."""
+    def learn(self, key: str, public: bool) -> bool:
+        """Remember what a peer said of a key of another namespace; True when the key
+        has just become public here (peers that want it may now be sent it)."""
         if key.startswith(self._prefix):
-            return  # the own sharing rules decide, whatever a peer says
+            return False  # the own sharing rules decide, whatever a peer says
+        was = self._public.get(key, False)
         self._public[key] = public
         self._public.move_to_end(key)
         while len(self._public) > MAX_LEARNED:
             self._public.popitem(last=False)
+        return public and not was

@@ -17,7 +17,7 @@ import logging
 
 import anyio
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -106,7 +106,12 @@ async def push(request: Request) -> Response:
     session = federation.session(token)
     limit = 2 * request.state.settings.max_body
     try:
-        frames = decode_all(await _body(request), max_frame=limit)
+        body = await _body(request)
+    except ClientDisconnect:  # the peer went away mid-push: its session ends
+        federation.detach(token)
+        return Response(status_code=400)
+    try:
+        frames = decode_all(body, max_frame=limit)
         await session.receive(frames)
     except PeerError as exc:
         log.warning("dropping %r: %s", session, exc.detail)
