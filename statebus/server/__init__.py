@@ -19,6 +19,7 @@ from ..bus import Bus
 from ..datadir import DataDir
 from ..errors import NotFound
 from ..identity import Identity
+from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
@@ -62,6 +63,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "identity": identity,
                     "bus": bus,
                     "access": access,
+                    "bumps": SpeedBumps(settings.limits),
                     "owner_token": owner_token,
                 }
             finally:
