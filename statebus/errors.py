@@ -12,6 +12,7 @@
     │   ├── NotAuthenticated    no or wrong credentials
     │   ├── Forbidden           credentials fine, permission missing
     │   ├── NotFound
+    │   ├── Conflict            a version the request builds on is unknown or gone
     │   ├── InvalidNodeId       a mistyped node id (checksum, length, alphabet)
     │   └── QuotaExceeded       a speed bump: retry later
     ├── VerificationError       data from a peer refused
@@ -23,6 +24,8 @@
     │   ├── PeerAuthFailed
     │   └── ProtocolError
     ├── IdentityError           the node's own key: missing, sealed, wrong passphrase
+    ├── DataDirError            the data directory cannot be created, read or written
+    ├── StartupError            the node cannot start: its port is taken, its app failed
     └── StoreError              the node's own storage failed
 
 Each error carries what its reader needs (``key``, ``peer``, ``limit``); the
@@ -88,6 +91,10 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class Conflict(RequestError):
+    code = "conflict"
+
+
 class InvalidNodeId(RequestError):
     code = "invalid_node_id"
 
@@ -145,6 +152,18 @@ class IdentityError(StatebusError):
     """The node's own key pair is missing, sealed without a passphrase, or unreadable."""
 
     code = "identity_error"
+
+
+class DataDirError(StatebusError):
+    """The data directory cannot be created, read or written."""
+
+    code = "data_dir_error"
+
+
+class StartupError(StatebusError):
+    """The node cannot start: its address is in use, or its app failed to open."""
+
+    code = "startup_error"
 
 
 class StoreError(StatebusError):

@@ -1,0 +1,414 @@
+"""The bus: live documents, the one write path, and fan-out to subscribers.
+
+Opened by the server's lifespan after the store (``async with Bus(...)``); it
+owns the Doc cache, the subscriber registry and one task group for its
+background work (heartbeats, idle eviction, compaction).
+
+A write: :meth:`Bus.apply` runs the change in one pycrdt transaction (no await
+inside), signs the update it produced, and appends the entry to the store; the
+store's commit listener (:meth:`Bus._on_commit`, on the loop, in seq order)
+then publishes one :class:`Event` to every subscriber of the key and of its
+folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from pycrdt import get_update, merge_updates
+
+from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
+from ..identity import Identity, NodeId, sign_entry
+from ..keys import Key, folders_of
+from ..store import Entry, KeyInfo, Store
+from ._changes import Change, Delete, Patch, PutUpdate, PutValue
+from ._docs import DocCache, LiveDoc
+from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
+from ._history import replay, value_at
+
+__all__ = ["Bus", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
+
+log = logging.getLogger(__name__)
+_MISSING: Any = object()
+
+
+class Bus:
+    """Keys to Docs, subscribers, fan-out. See the module docstring for the data path."""
+
+    def __init__(
+        self,
+        store: Store,
+        identity: Identity,
+        *,
+        max_docs: int = 10_000,
+        idle_seconds: float = 300.0,
+        queue_limit: int = 1024,
+        compact_after: int = 512,
+        heartbeat_seconds: float = 15.0,
+        replay_limit: int = 1000,
+    ) -> None:
+        self._store = store
+        self._identity = identity
+        self.own: NodeId = identity.node_id
+        self._own_prefix = f"/~{self.own}"
+        self._docs = DocCache(store, max_docs=max_docs, idle_seconds=idle_seconds)
+        self._registry = Registry()
+        self._queue_limit = queue_limit
+        self._compact_after = compact_after
+        self._heartbeat_seconds = heartbeat_seconds
+        self._replay_limit = replay_limit
+        self._values: dict[Entry, Any] = {}
+        self._compacting: set[str] = set()
+        self._head = 0
+        self._closing = False
+        self._tg: TaskGroup | None = None
+        self._state = "new"
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state != "new":
+            raise RuntimeError(f"Bus cannot open when {self._state}")
+        self._head = await self._store.head()
+        self._store.listen(self._on_commit)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._tick)
+        self._state = "open"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._state = "closed"
+        self.close_streams()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(exc_type, exc, tb)
+
+    def close_streams(self) -> None:
+        """End every stream, and any opened later (at shutdown, before the server
+        waits for its connections to finish)."""
+        self._closing = True
+        for sub in self._registry.all():
+            sub.close()
+
+    async def _tick(self) -> None:
+        while True:
+            await anyio.sleep(self._heartbeat_seconds)
+            for sub in self._registry.all():
+                if not sub.queue:
+                    sub.push(HEARTBEAT)
+            evicted = self._docs.evict_idle()
+            if evicted:
+                log.debug("evicted %d idle documents", evicted)
+
+    # -- names -------------------------------------------------------------
+
+    def display(self, canonical: str) -> str:
+        """A canonical key as the node's owner writes it (short for the own namespace)."""
+        if canonical.startswith(self._own_prefix):
+            return canonical[len(self._own_prefix) :]
+        return canonical
+
+    @property
+    def head(self) -> int:
+        """The newest committed seq of the whole node."""
+        return self._head
+
+    @property
+    def live_docs(self) -> int:
+        return len(self._docs)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._registry)
+
+    # -- reads -------------------------------------------------------------
+
+    async def read(self, key: Key) -> tuple[dict[str, Any], int]:
+        """The key's value and version; NotFound when it holds none."""
+        live = await self._docs.get(self._document(key))
+        if not live.exists:
+            raise NotFound(f"{key.display(self.own)} holds no value")
+        return live.view.read(), live.head
+
+    async def state(self, key: Key, since: bytes | None = None) -> tuple[bytes, int]:
+        """The key's Yjs state as one update, or only what state vector ``since`` lacks."""
+        live = await self._docs.get(self._document(key))
+        if live.head == 0:
+            raise NotFound(f"{key.display(self.own)} was never written")
+        if since is None:
+            return live.doc.get_update(), live.head
+        try:
+            return live.doc.get_update(since), live.head
+        except ValueError:
+            raise InvalidBody("'since' is not a Yjs state vector") from None
+
+    async def value_at(self, key: Key, version: int) -> dict[str, Any]:
+        """The key's value as of ``version`` (a seq of this node), for three-way PUTs."""
+        live = await self._docs.get(self._document(key))
+        if version > self._head:
+            raise Conflict(f"version {version} is newer than anything this node has")
+        if version >= live.head and not live.pending:  # the Doc holds exactly that version
+            return live.view.read() if live.exists else {}
+        value = await value_at(await self._store.load(live.key), version)
+        if value is None:
+            raise Conflict(
+                f"version {version} of {key.display(self.own)} was compacted away; "
+                "read the key again and retry"
+            )
+        return value
+
+    async def listing(self, folder: Key, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
+        """Keys under a folder that hold a value, as display keys, sorted."""
+        start = f"{folder.canonical}{after}" if after else ""
+        infos = await self._store.keys(folder.canonical, after=start, limit=limit)
+        return [
+            KeyInfo(self.display(i.key), i.head, i.exists, i.log_entries, i.log_bytes)
+            for i in infos
+        ]
+
+    def _document(self, key: Key) -> str:
+        if key.is_folder:
+            raise InvalidKey("this names a folder; a document key does not end in '/'")
+        return key.canonical
+
+    # -- the one write path ------------------------------------------------
+
+    async def apply(self, key: Key, change: Change) -> int:
+        """Run ``change`` on the key, durably; return the key's new version."""
+        canonical = self._document(key)
+        if key.namespace != self.own:
+            raise Forbidden(f"only {key.namespace}'s owner writes {key.canonical}")
+        live = await self._docs.get(canonical)
+        if isinstance(change, Delete) and not live.exists:
+            raise NotFound(f"{key.display(self.own)} holds no value to delete")
+        update = self._transact(live, change)
+        if update is None:
+            return live.head
+        entry = Entry(
+            canonical,
+            update,
+            self.own,
+            sign_entry(self._identity, key.namespace, key.path, update),
+            exists=not live.view.deleted,
+        )
+        return await self._append(live, entry)
+
+    def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
+        """Run the change in one transaction; the update to store, or None for no change."""
+        live.take_update()
+        with live.doc.transaction():
+            change.run(live.view)
+        update = live.take_update()
+        if not isinstance(change, PutUpdate):
+            return update
+        raw = change.update
+        if update is None:
+            # Nothing integrated: a replay, or parts waiting for missing dependencies.
+            missing = get_update(raw, live.doc.get_state())
+            return None if missing[:1] == b"\x00" else raw
+        if live.view.deleted:
+            with live.doc.transaction():
+                live.view.undelete()
+            undelete = live.take_update()
+            return merge_updates(raw, undelete) if undelete else raw
+        return raw
+
+    async def _append(self, live: LiveDoc, entry: Entry) -> int:
+        if self._registry.targets(entry.key, folders_of(entry.key)):
+            self._values[entry] = live.view.read() if entry.exists else None
+        live.pending += 1
+        try:
+            await self._store.append([entry])
+        except StoreError:
+            self._values.pop(entry, None)
+            self._docs.drop(live.key)  # the Doc may hold what the disk does not
+            raise
+        finally:
+            live.pending -= 1
+        return entry.seq or live.head
+
+    def _on_commit(self, entries: list[Entry]) -> None:
+        """Publish committed entries, in seq order, to every subscriber."""
+        for entry in entries:
+            self._head = max(self._head, entry.seq)
+            live = self._docs.peek(entry.key)
+            if live is not None:
+                live.head = entry.seq
+                live.log_entries += 1
+                if live.log_entries > self._compact_after:
+                    self._schedule_compaction(live)
+            value = self._values.pop(entry, _MISSING)
+            targets = self._registry.targets(entry.key, folders_of(entry.key))
+            if not targets:
+                continue
+            if value is _MISSING:  # a subscriber arrived while the write was in flight
+                value = live.view.read() if live is not None and entry.exists else None
+            event = Event(
+                Kind.CHANGE,
+                self.display(entry.key),
+                entry.seq,
+                value=value,
+                update=entry.update,
+                entry=entry,
+            )
+            for sub in targets:
+                sub.push(event)
+
+    # -- compaction --------------------------------------------------------
+
+    def _schedule_compaction(self, live: LiveDoc) -> None:
+        if live.key in self._compacting or self._tg is None:
+            return
+        if not live.key.startswith(self._own_prefix):
+            return  # only a namespace's owner can sign the snapshot that replaces its entries
+        self._compacting.add(live.key)
+        self._tg.start_soon(self._compact, live.key)
+
+    async def _compact(self, key: str) -> None:
+        try:
+            await self.compact(key)
+        except StoreError as exc:
+            log.error("compaction of %s failed: %s", key, exc)
+        finally:
+            self._compacting.discard(key)
+
+    async def compact(self, key: str) -> bool:
+        """Squash the key's log into one signed snapshot entry; False if not possible now."""
+        live = await self._docs.get(key)
+        if live.pending or live.head == 0 or not key.startswith(self._own_prefix):
+            return False
+        snapshot = live.doc.get_update()
+        upto = live.head
+        logged = live.log_entries
+        path = key[len(self._own_prefix) :]
+        entry = Entry(
+            key,
+            snapshot,
+            self.own,
+            sign_entry(self._identity, self.own, path, snapshot),
+            snapshot=True,
+            exists=live.exists,
+        )
+        await self._store.compact(entry, upto)
+        live.log_entries = 1 + live.log_entries - logged  # the snapshot, then what came since
+        log.debug("compacted %s up to seq %d", key, upto)
+        return True
+
+    # -- streams -----------------------------------------------------------
+
+    async def stream(
+        self, key: Key, *, after: int | None = None
+    ) -> AsyncGenerator[list[Event], None]:
+        """Batches of events for a key or folder: first its state, then each change.
+
+        ``after`` resumes from a seq the reader has seen (``Last-Event-ID``):
+        only what changed since, nothing twice. The stream ends when the bus
+        closes it (shutdown); the caller must close the generator.
+        """
+        sub = Subscriber(key.canonical, self._queue_limit)
+        if self._closing:
+            return
+        self._registry.add(sub)
+        try:
+            last, first = await self._catch_up(key, sub, after)
+            if first:
+                yield first
+            while not sub.closed:
+                if sub.overflowed:
+                    sub.overflowed = False
+                    sub.queue.clear()
+                    last, events = await self._catch_up(key, sub, last)
+                else:
+                    events = []
+                    for event in sub.drain():
+                        if event.kind == Kind.HEARTBEAT:
+                            events.append(event)
+                        elif event.seq > last:
+                            events.append(event)
+                            last = event.seq
+                if events:
+                    yield events
+                else:
+                    await sub.wait()
+        finally:
+            self._registry.remove(sub)
+            sub.close()
+
+    async def _catch_up(
+        self, key: Key, sub: Subscriber, after: int | None
+    ) -> tuple[int, list[Event]]:
+        """What a (re)joining reader needs first, and the seq it brings it to."""
+        if key.is_folder:
+            return await self._folder_catch_up(key, after)
+        live = await self._docs.get(key.canonical)
+        if after is not None and after <= live.head:
+            if after == live.head:
+                return after, []
+            log_ = await self._store.load(key.canonical)
+            events = await replay(log_, after, key.display(self.own))
+            if events is not None and len(events) <= self._replay_limit:
+                return max(after, max((e.seq for e in events), default=after)), events
+            live = await self._docs.get(key.canonical)
+        value = live.view.read() if live.exists else None
+        state = Event(
+            Kind.STATE, key.display(self.own), live.head, value=value, update=live.doc.get_update()
+        )
+        return live.head, [state]
+
+    async def _folder_catch_up(self, folder: Key, after: int | None) -> tuple[int, list[Event]]:
+        head = self._head
+        if after is not None and after <= head:
+            entries = await self._store.entries_after(
+                folder.canonical, after, folder=True, limit=self._replay_limit + 1
+            )
+            if len(entries) <= self._replay_limit:
+                return await self._folder_replay(entries, after)
+        events = []
+        cursor = ""
+        while True:
+            infos = await self._store.keys(folder.canonical, after=cursor, limit=500)
+            for info in infos:
+                value, update = await self._current(info.key)
+                events.append(
+                    Event(
+                        Kind.LISTED, self.display(info.key), info.head, value=value, update=update
+                    )
+                )
+            if len(infos) < 500:
+                break
+            cursor = infos[-1].key
+        events.append(Event(Kind.SYNCED, folder.display(self.own), head))
+        return head, events
+
+    async def _folder_replay(self, entries: list[Entry], after: int) -> tuple[int, list[Event]]:
+        events: list[Event] = []
+        for canonical in dict.fromkeys(entry.key for entry in entries):
+            replayed = await replay(
+                await self._store.load(canonical), after, self.display(canonical)
+            )
+            if replayed is None:
+                value, update = await self._current(canonical)
+                live = await self._docs.get(canonical)
+                replayed = [
+                    Event(
+                        Kind.STATE, self.display(canonical), live.head, value=value, update=update
+                    )
+                ]
+            events.extend(replayed)
+        events.sort(key=lambda e: e.seq)
+        return max([after, *(e.seq for e in events)]), events
+
+    async def _current(self, canonical: str) -> tuple[dict[str, Any] | None, bytes]:
+        live = await self._docs.get(canonical)
+        return (live.view.read() if live.exists else None), live.doc.get_update()

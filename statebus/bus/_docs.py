@@ -1,0 +1,120 @@
+"""Live documents: the bounded cache of pycrdt Docs the bus writes into.
+
+A key's Doc is loaded from its log on first use (once, however many requests
+ask at the same moment) and evicted when idle or when the cache is over its
+bound, but never while one of its writes is still on its way to disk: a Doc
+reloaded from the store must hold everything the old one acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from typing import Any
+
+from pycrdt import Doc, TransactionEvent, merge_updates
+
+from ..store import Store
+from ..values import DocValue
+
+
+class LiveDoc:
+    """One key's Doc in memory, with what the bus needs to know about it."""
+
+    __slots__ = ("captured", "doc", "head", "key", "log_entries", "pending", "used", "view")
+
+    def __init__(self, key: str, doc: Doc[Any], head: int, log_entries: int) -> None:
+        self.key = key
+        self.doc = doc
+        self.view = DocValue(doc)
+        self.head = head  # seq of the newest committed entry
+        self.log_entries = log_entries
+        self.pending = 0  # writes applied here, not yet durable
+        self.used = time.monotonic()
+        self.captured: list[bytes] = []
+        doc.observe(self._capture)
+
+    def _capture(self, event: TransactionEvent) -> None:
+        self.captured.append(event.update)
+
+    @property
+    def exists(self) -> bool:
+        return self.head > 0 and not self.view.deleted
+
+    def take_update(self) -> bytes | None:
+        """The update the last transaction produced, if it changed anything."""
+        captured, self.captured = self.captured, []
+        if not captured:
+            return None
+        return captured[0] if len(captured) == 1 else merge_updates(*captured)
+
+
+class DocCache:
+    """Owned by the bus: at most ``max_docs`` Docs, idle ones evicted first."""
+
+    def __init__(self, store: Store, *, max_docs: int, idle_seconds: float) -> None:
+        self._store = store
+        self._max_docs = max_docs
+        self._idle_seconds = idle_seconds
+        self._docs: OrderedDict[str, LiveDoc] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[LiveDoc]] = {}
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def peek(self, key: str) -> LiveDoc | None:
+        return self._docs.get(key)
+
+    async def get(self, key: str) -> LiveDoc:
+        live = self._docs.get(key)
+        if live is not None:
+            self._docs.move_to_end(key)
+            live.used = time.monotonic()
+            return live
+        loading = self._loading.get(key)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[LiveDoc] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            live = await self._load(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters re-raise it themselves
+            raise
+        finally:
+            del self._loading[key]
+        future.set_result(live)
+        self._docs[key] = live
+        self._shrink()
+        return live
+
+    async def _load(self, key: str) -> LiveDoc:
+        log = await self._store.load(key)
+        doc: Doc[Any] = Doc()
+        if log.entries:
+            updates = [entry.update for entry in log.entries]
+            doc.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates))
+        return LiveDoc(key, doc, log.head, len(log.entries))
+
+    def drop(self, key: str) -> None:
+        """Forget a Doc whose state may be ahead of the store (a failed commit)."""
+        self._docs.pop(key, None)
+
+    def _shrink(self) -> None:
+        if len(self._docs) <= self._max_docs:
+            return
+        for key in list(self._docs):
+            if len(self._docs) <= self._max_docs:
+                break
+            if self._docs[key].pending == 0:
+                del self._docs[key]
+
+    def evict_idle(self) -> int:
+        """Drop Docs unused for ``idle_seconds``; return how many went."""
+        cutoff = time.monotonic() - self._idle_seconds
+        idle = [k for k, live in self._docs.items() if live.used < cutoff and live.pending == 0]
+        for key in idle:
+            del self._docs[key]
+        return len(idle)

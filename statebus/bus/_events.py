@@ -1,0 +1,151 @@
+"""Events and subscribers: what the bus fans out, and the bounded queues it fills.
+
+An :class:`Event` is made once per committed change and shared by every
+subscriber; each wire format encodes it once and caches the bytes on it
+(:meth:`Event.encoded`), so fan-out costs one append per subscriber.
+
+A :class:`Subscriber` is a bounded deque and a waiter. Publishing never blocks
+and never grows memory: when the deque is full the subscriber is marked
+``overflowed``, its queue is dropped, and its reader resynchronises from the
+log (the store still holds everything it missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..store import Entry
+
+log = logging.getLogger(__name__)
+
+
+class Kind(enum.IntEnum):
+    CHANGE = 0  # one committed entry; its id is its seq
+    STATE = 1  # a key's whole current state (first event, or a resync); id = the key's head
+    LISTED = 2  # one key of a folder's initial listing; no id, the SYNCED that ends it has one
+    SYNCED = 3  # the end of a folder's listing or resync; id = the node's head then
+    HEARTBEAT = 4
+
+
+class Event:
+    """One thing a subscriber is told, encoded at most once per wire format."""
+
+    __slots__ = ("_encoded", "entry", "key", "kind", "seq", "update", "value")
+
+    def __init__(
+        self,
+        kind: Kind,
+        key: str,
+        seq: int,
+        *,
+        value: Any = None,
+        update: bytes = b"",
+        entry: Entry | None = None,
+    ) -> None:
+        self.kind = kind
+        self.key = key  # as the subscriber names it: short for the own namespace
+        self.seq = seq
+        self.value = value
+        self.update = update
+        self.entry = entry
+        self._encoded: dict[str, bytes] = {}
+
+    def encoded(self, fmt: str, encode: Callable[[Event], bytes]) -> bytes:
+        data = self._encoded.get(fmt)
+        if data is None:
+            data = self._encoded[fmt] = encode(self)
+        return data
+
+    def __repr__(self) -> str:
+        return f"Event({self.kind.name}, {self.key!r}, seq={self.seq})"
+
+
+HEARTBEAT = Event(Kind.HEARTBEAT, "", 0)
+
+
+class Subscriber:
+    """One reader's bounded queue. Owned by the bus registry; read by one stream."""
+
+    __slots__ = ("closed", "key", "limit", "overflowed", "queue", "waiter")
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key  # canonical key or folder
+        self.limit = limit
+        self.queue: deque[Event] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+        self.closed = False
+
+    def push(self, event: Event) -> None:
+        if self.closed:
+            return
+        if len(self.queue) >= self.limit:
+            if not self.overflowed:
+                log.info("subscriber of %s fell %d events behind: resync", self.key, self.limit)
+            self.overflowed = True
+            self.queue.clear()
+        self.queue.append(event)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once there is something to read, an overflow, or a close."""
+        if self.queue or self.closed or self.overflowed:
+            return
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+
+    def drain(self) -> list[Event]:
+        events = list(self.queue)
+        self.queue.clear()
+        return events
+
+
+class Registry:
+    """Who listens to what: subscribers by canonical key and by folder."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, set[Subscriber]] = {}
+
+    def add(self, sub: Subscriber) -> None:
+        self.by_key.setdefault(sub.key, set()).add(sub)
+
+    def remove(self, sub: Subscriber) -> None:
+        subs = self.by_key.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self.by_key[sub.key]
+
+    def targets(self, key: str, folders: list[str]) -> list[Subscriber]:
+        found: list[Subscriber] = []
+        subs = self.by_key.get(key)
+        if subs:
+            found.extend(subs)
+        for folder in folders:
+            subs = self.by_key.get(folder)
+            if subs:
+                found.extend(subs)
+        return found
+
+    def all(self) -> list[Subscriber]:
+        return [sub for subs in self.by_key.values() for sub in subs]
+
+    def __len__(self) -> int:
+        return sum(len(subs) for subs in self.by_key.values())

@@ -1,0 +1,261 @@
+"""The command line: ``serve`` a node, and small clients of a running one.
+
+Errors are one line on stderr (``statebus: error: ...``) and a non-zero exit,
+never a traceback. Clients find the node through ``--node URL`` or the address
+the node records in its data directory, and send the owner token from there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import anyio
+import httpx
+
+from .datadir import DataDir
+from .errors import StatebusError
+from .settings import DEFAULT_MAX_BODY, DEFAULT_PORT, Settings
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _data_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(".statebus"),
+        metavar="DIR",
+        help="the node's data directory (default: ./.statebus)",
+    )
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    _data_arg(parser)
+    parser.add_argument(
+        "--node",
+        metavar="URL",
+        help="the node to talk to (default: the address the node at --data recorded)",
+    )
+    parser.add_argument(
+        "--token",
+        help="the owner token (default: $STATEBUS_TOKEN, then DATA/owner.token)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="statebus",
+        description="A peer-to-peer node of Yjs CRDT documents behind a reactive HTTP server.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run a node", description="Run a node until Ctrl-C (or SIGTERM)."
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default: {DEFAULT_PORT})",
+    )
+    _data_arg(serve)
+    serve.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="ID@HOST:PORT",
+        help="a friend's node to join (repeatable; the port defaults to 8765)",
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help="largest request body accepted (default: 16 MiB)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="how much the node logs (default: info)",
+    )
+
+    get = commands.add_parser("get", help="print a key's value as JSON")
+    get.add_argument("key", help="the key, e.g. /profile or /posts/ for a folder listing")
+    _client_args(get)
+
+    put = commands.add_parser("put", help="set a key's value (a JSON object)")
+    put.add_argument("key", help="the key, e.g. /profile")
+    put.add_argument("value", help='the new value, e.g. \'{"name": "Ada"}\'')
+    _client_args(put)
+
+    watch = commands.add_parser(
+        "watch", help="stream a key's changes (like curl -N), one JSON line per event"
+    )
+    watch.add_argument("key", help="the key or folder, e.g. /profile or /posts/")
+    watch.add_argument(
+        "--raw", action="store_true", help="print the Server-Sent Events as they arrive"
+    )
+    _client_args(watch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _client(args)
+    except StatebusError as exc:
+        _fail(exc.detail)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"statebus: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_ERROR)
+
+
+# -- serve -------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from .runner import NodeServer
+
+    if not 0 <= args.port <= 65535:
+        _fail(f"--port {args.port} is not a port number (0-65535)")
+    if args.max_body < 1:
+        _fail("--max-body must be at least 1 byte")
+    settings = Settings(
+        data_dir=args.data,
+        host=args.host,
+        port=args.port,
+        peers=tuple(args.peer),
+        passphrase=os.environ.get("STATEBUS_PASSPHRASE"),
+        max_body=args.max_body,
+    )
+    _configure_logging(args.log_level)
+
+    async def run() -> None:
+        async with NodeServer(settings, log_level=args.log_level) as node:
+            assert node.identity is not None
+            print(f"statebus node {node.identity.node_id}", flush=True)
+            print(f"  listening on {node.url}  (data in {settings.data_dir})", flush=True)
+            print(f"  open {node.url}/_login?token={node.owner_token}", flush=True)
+            stopping = anyio.Event()
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+                async def on_signal() -> None:
+                    async for _ in signals:
+                        node.stop()
+                        stopping.set()
+                        return
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(on_signal)
+                    await stopping.wait()
+                    tg.cancel_scope.cancel()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+# -- clients -----------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> int:
+    datadir = DataDir(args.data)
+    url = args.node
+    if not url:
+        address = datadir.read_address()
+        if address is None:
+            _fail(f"no running node recorded in {args.data}; start one or pass --node URL")
+        url = address["url"]
+    token = args.token or os.environ.get("STATEBUS_TOKEN") or datadir.read_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    key = args.key if args.key.startswith("/") else "/" + args.key
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+            if args.command == "get":
+                return _get(http, key)
+            if args.command == "put":
+                return _put(http, key, args.value)
+            return _watch(http, key, raw=args.raw)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the node at {url}: {exc}")
+
+
+def _check(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        detail = f"{body['error']}: {body['detail']}"
+    except (ValueError, KeyError, TypeError):
+        detail = response.text.strip() or response.reason_phrase
+    _fail(f"{response.status_code} {detail}")
+
+
+def _get(http: httpx.Client, key: str) -> int:
+    response = http.get(key, headers={"Accept": "application/json"})
+    _check(response)
+    print(json.dumps(response.json(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _put(http: httpx.Client, key: str, value: str) -> int:
+    try:
+        json.loads(value)
+    except ValueError as exc:
+        _fail(f"the value is not valid JSON: {exc}")
+    response = http.put(key, content=value.encode(), headers={"Content-Type": "application/json"})
+    _check(response)
+    print(json.dumps(response.json()))
+    return 0
+
+
+def _watch(http: httpx.Client, key: str, *, raw: bool) -> int:
+    headers = {"Accept": "text/event-stream"}
+    with http.stream("GET", key, headers=headers, timeout=httpx.Timeout(30, read=None)) as response:
+        if not response.is_success:
+            response.read()
+            _check(response)
+        for line in response.iter_lines():
+            if raw:
+                print(line, flush=True)
+            elif line.startswith("data:"):
+                event = json.loads(line[5:])
+                event.pop("update", None)
+                print(json.dumps(event, ensure_ascii=False), flush=True)
+    return 0

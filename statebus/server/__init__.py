@@ -1,0 +1,67 @@
+"""The node's HTTP server: a Starlette app whose lifespan owns store and bus.
+
+``create_app`` builds the app; nothing exists at import time. The lifespan
+opens the store, then the bus, in one exit stack (closed in reverse) and hands
+them to routes as typed lifespan state (:class:`NodeState`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from ..bus import Bus
+from ..datadir import DataDir
+from ..identity import Identity
+from ..settings import Settings
+from ..store import SQLiteStore
+from ._errors import HANDLERS
+from ._routes import NodeState, document, health, login
+
+__all__ = ["NodeState", "create_app"]
+
+DOCUMENT_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
+
+
+def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> Starlette:
+    """The ASGI app of one node. ``app.state.bus`` is set while it runs."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[NodeState]:
+        datadir = DataDir(settings.data_dir)
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(
+                SQLiteStore(datadir.database, synchronous=settings.synchronous)
+            )
+            bus = await stack.enter_async_context(
+                Bus(
+                    store,
+                    identity,
+                    max_docs=settings.max_docs,
+                    idle_seconds=settings.idle_seconds,
+                    queue_limit=settings.queue_limit,
+                    compact_after=settings.compact_after,
+                    heartbeat_seconds=settings.heartbeat_seconds,
+                    replay_limit=settings.replay_limit,
+                )
+            )
+            app.state.bus = bus
+            try:
+                yield {
+                    "settings": settings,
+                    "identity": identity,
+                    "bus": bus,
+                    "owner_token": owner_token,
+                }
+            finally:
+                app.state.bus = None
+
+    routes = [
+        Route("/_health", health),
+        Route("/_login", login),
+        Route("/{path:path}", document, methods=DOCUMENT_METHODS),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

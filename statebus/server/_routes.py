@@ -1,0 +1,230 @@
+"""The HTTP surface of documents: GET (JSON, binary, SSE), PUT, PATCH, DELETE.
+
+Routes parse, authorize and negotiate; the bus does the work; errors are
+raised as ``statebus.errors`` and rendered by the one handler table.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hmac
+from typing import TypedDict
+
+import mimeparse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.types import ASGIApp
+
+from ..bus import Bus, Change, Delete, Patch, PutUpdate, PutValue
+from ..errors import (
+    InvalidBody,
+    NotAcceptable,
+    NotAuthenticated,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from ..identity import Identity
+from ..keys import Key, parse_key
+from ..settings import Settings
+from ..values import parse_object
+from ._auth import TOKEN_COOKIE, is_owner
+from ._sse import EventStream
+
+JSON_TYPE = "application/json"
+BINARY_TYPE = "application/octet-stream"
+SSE_TYPE = "text/event-stream"
+MERGE_PATCH_TYPE = "application/merge-patch+json"
+# Order breaks ties for wildcards: a bare `*/*` (curl) gets the stream.
+READABLE = [BINARY_TYPE, JSON_TYPE, SSE_TYPE]
+LISTING_LIMIT = 1000
+
+
+class NodeState(TypedDict):
+    """What the lifespan hands every request (``request.state``)."""
+
+    settings: Settings
+    identity: Identity
+    bus: Bus
+    owner_token: str
+
+
+def _bus(request: Request) -> Bus:
+    bus: Bus = request.state.bus
+    return bus
+
+
+def _version_headers(version: int) -> dict[str, str]:
+    return {"Version": f'"{version}"'}
+
+
+def _key(request: Request) -> Key:
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    return parse_key(raw.decode("latin-1").split("?", 1)[0], _bus(request).own)
+
+
+def _require_owner(request: Request) -> None:
+    if not is_owner(request, request.state.owner_token):
+        raise NotAuthenticated(
+            "this node's documents need the owner token: "
+            "send 'Authorization: Bearer <DATA/owner.token>'"
+        )
+
+
+async def document(request: Request) -> Response | ASGIApp:
+    key = _key(request)
+    _require_owner(request)
+    if request.method in ("GET", "HEAD"):
+        return await _read(request, key)
+    change = await _change(request, key)
+    version = await _bus(request).apply(key, change)
+    return JSONResponse(
+        {"key": key.display(_bus(request).own), "version": version},
+        headers=_version_headers(version),
+    )
+
+
+async def _read(request: Request, key: Key) -> Response | ASGIApp:
+    bus = _bus(request)
+    accept = request.headers.get("accept", "").strip() or "*/*"
+    wanted = mimeparse.best_match(READABLE, accept)
+    if request.method == "HEAD" and wanted == SSE_TYPE:
+        wanted = JSON_TYPE
+    if wanted == JSON_TYPE:
+        if key.is_folder:
+            return await _listing(request, key)
+        value, version = await bus.read(key)
+        return JSONResponse(value, headers=_version_headers(version))
+    if wanted == BINARY_TYPE:
+        if key.is_folder:
+            raise NotAcceptable("a folder has no binary state; ask for JSON or an event stream")
+        state, version = await bus.state(key, _since(request))
+        return Response(state, media_type=BINARY_TYPE, headers=_version_headers(version))
+    if wanted == SSE_TYPE:
+        return EventStream(bus.stream(key, after=_last_event_id(request)), {})
+    raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
+
+
+async def _listing(request: Request, folder: Key) -> Response:
+    bus = _bus(request)
+    after = request.query_params.get("after", "")
+    try:
+        limit = min(LISTING_LIMIT, max(1, int(request.query_params.get("limit", LISTING_LIMIT))))
+    except ValueError:
+        raise InvalidBody("'limit' must be an integer") from None
+    infos = await bus.listing(folder, after=after, limit=limit)
+    folder_name = folder.display(bus.own)
+    keys = [{"key": info.key, "version": info.head} for info in infos]
+    more = len(infos) == limit
+    return JSONResponse(
+        {
+            "folder": folder_name,
+            "keys": keys,
+            "next": infos[-1].key[len(folder_name) :] if more and infos else None,
+        },
+        headers=_version_headers(bus.head),
+    )
+
+
+def _since(request: Request) -> bytes | None:
+    since = request.query_params.get("since")
+    if since is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(since + "=" * (-len(since) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidBody("'since' must be a base64url-encoded Yjs state vector") from None
+
+
+def _last_event_id(request: Request) -> int | None:
+    value = request.headers.get("last-event-id", "").strip()
+    if not value:
+        return None
+    try:
+        seq = int(value)
+    except ValueError:
+        return None  # an id from elsewhere: start afresh, as for a new reader
+    return seq if seq >= 0 else None
+
+
+async def _change(request: Request, key: Key) -> Change:
+    media = _media_type(request)
+    if request.method == "DELETE":
+        return Delete()
+    if request.method == "PUT":
+        if media == JSON_TYPE:
+            value = parse_object(await _body(request))
+            parents = _parents(request)
+            if parents is None:
+                return PutValue(value)
+            return PutValue(value, await _bus(request).value_at(key, parents))
+        if media == BINARY_TYPE:
+            update = await _body(request)
+            if not update:
+                raise InvalidBody("the body is empty; send a Yjs v1 update")
+            return PutUpdate(update)
+        raise UnsupportedMediaType(
+            f"PUT takes {JSON_TYPE} (a JSON object) or {BINARY_TYPE} (a Yjs v1 update), "
+            f"not {media or 'a body without Content-Type'}"
+        )
+    if media in (MERGE_PATCH_TYPE, JSON_TYPE):
+        return Patch(parse_object(await _body(request), what="the merge patch"))
+    raise UnsupportedMediaType(f"PATCH takes {MERGE_PATCH_TYPE}, not {media or 'no Content-Type'}")
+
+
+def _parents(request: Request) -> int | None:
+    """The version a write builds on (Braid's ``Parents: "<version>"``), if named."""
+    header = request.headers.get("parents", "").strip()
+    if not header:
+        return None
+    versions = [item.strip().strip('"') for item in header.split(",")]
+    if not all(v.isdigit() for v in versions):
+        raise InvalidBody(f'Parents must list versions of this node, like "42"; got {header!r}')
+    return max(int(v) for v in versions)
+
+
+def _media_type(request: Request) -> str:
+    header = request.headers.get("content-type", "")
+    if not header.strip():
+        return ""
+    with contextlib.suppress(ValueError, IndexError):
+        main, sub, _params = mimeparse.parse_mime_type(header)
+        return f"{main}/{sub}".lower()
+    raise UnsupportedMediaType(f"cannot parse Content-Type {header!r}")
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused with 413 as soon as it passes the limit."""
+    limit: int = request.state.settings.max_body
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise InvalidBody("Content-Length is not a number") from None
+        if too_big:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def health(request: Request) -> Response:
+    bus = _bus(request)
+    return JSONResponse({"ok": True, "node": bus.own, "version": bus.head})
+
+
+async def login(request: Request) -> Response:
+    """Visiting ``/_login?token=...`` (the URL ``serve`` prints) sets the owner cookie."""
+    token = request.query_params.get("token", "")
+    if not hmac.compare_digest(token.encode(), request.state.owner_token.encode()):
+        raise NotAuthenticated("that login link does not carry this node's owner token")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
+    return response

@@ -1,0 +1,101 @@
+"""Server-Sent Events: the default answer to ``GET /key``.
+
+Each event is encoded once (``Event.encoded`` caches the bytes, with
+sse-starlette's ``ServerSentEvent`` doing the framing) and every batch a
+subscriber has waiting goes out in one write. Per connection there is one task
+writing and one waiting for the client to leave; no timers (the bus sends
+heartbeats to every subscriber from one ticker) and no per-event allocation
+beyond the join.
+
+::
+
+    id: 42
+    data: {"key": "/profile", "value": {...}, "update": "<base64>", "version": 42}
+
+A folder stream opens with one event per key (no ``id``) and an
+``event: synced`` whose ``id`` is where the listing stands; a heartbeat is the
+comment ``: heartbeat``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+import anyio
+import orjson
+from anyio import CancelScope
+from sse_starlette import ServerSentEvent
+from starlette.types import Receive, Scope, Send
+
+from ..bus import Event, Kind
+
+RETRY_MS = 2000
+
+
+def event_json(event: Event) -> bytes:
+    return orjson.dumps(
+        {
+            "key": event.key,
+            "value": event.value,
+            "update": base64.b64encode(event.update).decode(),
+            "version": event.seq,
+        }
+    )
+
+
+def encode_sse(event: Event) -> bytes:
+    if event.kind == Kind.HEARTBEAT:
+        return ServerSentEvent(comment="heartbeat").encode()
+    if event.kind == Kind.SYNCED:
+        data = orjson.dumps({"key": event.key, "version": event.seq}).decode()
+        return ServerSentEvent(data, event="synced", id=str(event.seq)).encode()
+    data = event_json(event).decode()
+    if event.kind == Kind.LISTED:
+        return ServerSentEvent(data).encode()
+    return ServerSentEvent(data, id=str(event.seq)).encode()
+
+
+def sse(event: Event) -> bytes:
+    return event.encoded("sse", encode_sse)
+
+
+class EventStream:
+    """An ASGI response that streams a bus subscription as SSE until either side ends."""
+
+    media_type = b"text/event-stream; charset=utf-8"
+
+    def __init__(self, batches: AsyncGenerator[list[Event], None], headers: dict[str, str]) -> None:
+        self._batches = batches
+        self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", self.media_type),
+                    (b"cache-control", b"no-store"),
+                    (b"x-accel-buffering", b"no"),
+                    *self._headers,
+                ],
+            }
+        )
+        retry = ServerSentEvent(retry=RETRY_MS).encode()
+        await send({"type": "http.response.body", "body": retry, "more_body": True})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
+            async with aclosing(self._batches) as batches:
+                async for batch in batches:
+                    body = b"".join([sse(event) for event in batch])
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            tg.cancel_scope.cancel()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _until_disconnect(receive: Receive, scope: CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()

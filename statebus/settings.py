@@ -1,0 +1,27 @@
+"""The node's settings: one frozen value built by the CLI (or a test), read by all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8765
+MiB = 1024 * 1024
+DEFAULT_MAX_BODY = 16 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path(".statebus")
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    peers: tuple[str, ...] = ()
+    passphrase: str | None = field(default=None, repr=False)
+    max_body: int = DEFAULT_MAX_BODY
+    max_docs: int = 10_000
+    idle_seconds: float = 300.0
+    queue_limit: int = 1024
+    compact_after: int = 512
+    heartbeat_seconds: float = 15.0
+    replay_limit: int = 1000
+    synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)

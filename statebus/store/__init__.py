@@ -1,0 +1,123 @@
+"""The store: every key an append-only log of signed Yjs updates.
+
+A write is an :class:`Entry` appended durably before the HTTP answer; a read
+merges a key's entries; a stream forwards them. Compaction replaces a prefix of
+a key's log with one snapshot entry that covers it, signed by the namespace's
+owner, so that the log stays short and every byte stays verifiable.
+
+:class:`Store` is the interface (a small set of async methods) that a
+server-grade backend can implement; :class:`SQLiteStore` is the embedded
+default. The store imports nothing above it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+__all__ = ["DocLog", "Entry", "KeyInfo", "SQLiteStore", "Store"]
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    """One signed Yjs update of one document: what is stored, streamed and forwarded.
+
+    ``author`` signed (namespace, path, update); ``seq`` is this node's sequence
+    number, set by the store once the entry is durable, and is the key's version.
+    ``exists`` is local bookkeeping (not signed): whether the key holds a value
+    once this entry is applied, so that listings need no document.
+    """
+
+    key: str
+    update: bytes
+    author: str
+    signature: bytes
+    snapshot: bool = False
+    exists: bool = True
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DocLog:
+    """A key's whole log: a snapshot entry first if compacted, then entries by seq."""
+
+    entries: list[Entry] = field(default_factory=list)
+    head: int = 0
+    exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    key: str
+    head: int
+    exists: bool
+    log_entries: int
+    log_bytes: int
+
+
+CommitListener = Callable[[list[Entry]], None]
+
+
+class Store(abc.ABC):
+    """A durable op log. Opened and closed as an async context manager, once."""
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abc.abstractmethod
+    def listen(self, listener: CommitListener) -> None:
+        """Call ``listener`` on the event loop with every committed batch, in seq order."""
+
+    @abc.abstractmethod
+    async def append(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Store entries durably, in order; return those stored (with ``seq`` set).
+
+        An entry whose signature is already stored is a replay and is skipped.
+        """
+
+    @abc.abstractmethod
+    async def compact(self, snapshot: Entry, upto: int) -> None:
+        """Replace the key's entries with ``seq <= upto`` by ``snapshot``."""
+
+    @abc.abstractmethod
+    async def load(self, key: str) -> DocLog:
+        """The key's whole log."""
+
+    @abc.abstractmethod
+    async def entries_after(
+        self, key: str, after: int, *, folder: bool = False, limit: int = 1000
+    ) -> list[Entry]:
+        """Entries with ``seq > after`` of one key, or of every key under a folder."""
+
+    @abc.abstractmethod
+    async def keys(self, folder: str, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
+        """Keys under ``folder`` that hold a value, sorted, starting after ``after``."""
+
+    @abc.abstractmethod
+    async def info(self, key: str) -> KeyInfo | None:
+        """The key's bookkeeping, or None when it was never written."""
+
+    @abc.abstractmethod
+    async def head(self) -> int:
+        """The newest seq of the whole node (0 when empty)."""
+
+
+from ._sqlite import SQLiteStore  # noqa: E402  (the default backend needs the interface)
