@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         help="length of each measured window (default %(default)s)",
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=Settings.repeats,
+        help="interleaved fan-out runs per system and size; the best counts (default %(default)s)",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(PARTS),
         help=f"comma-separated parts to run, of: {', '.join(PARTS)} (default: all)",
@@ -65,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run_dir = WORK_DIR / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    ctx = Context(Settings(seconds=args.seconds), run_dir)
+    ctx = Context(Settings(seconds=args.seconds, repeats=max(1, args.repeats)), run_dir)
     node = "missing"
     try:
         node = node_version()
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "writes" in only:
         rows += writes.run(ctx)
     if "cold" in only:
-        rows += coldopen.run(ctx)
+        rows += coldopen.run(ctx, raw_figures)
     if "replication" in only:
         rows += replication.run(ctx, raw_figures)
     if "memory" in only:

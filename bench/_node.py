@@ -43,7 +43,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     statuses: dict[str, int]
-    client_cpu_s: float
+    client_cpu_s: float  # over the load loop
+    process_cpu_s: float  # the whole client process, building requests included
     elapsed_s: float
     wall_s: float
 
@@ -81,6 +82,7 @@ def run_load(config: JsonObject, *, timeout: float, log_path: Path) -> LoadResul
         p99_ms=float(r["p99_ms"] or 0.0),
         statuses={str(k): int(v) for k, v in r["statuses"].items()},
         client_cpu_s=float(r["client_cpu_s"]),
+        process_cpu_s=float(r["process_cpu_s"]),
         elapsed_s=float(r["elapsed_s"]),
         wall_s=float(r["wall_s"]),
     )

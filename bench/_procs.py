@@ -41,6 +41,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def busy_seconds() -> float:
+    """CPU time the whole machine has spent busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 def http_get(
     port: int, path: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0
 ) -> tuple[int, bytes]:
@@ -159,6 +166,12 @@ class ServerProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL now: for a server stuck in work that would hold up a graceful stop."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        self.stop()
 
     def log_tail(self, lines: int = 3) -> str:
         try:

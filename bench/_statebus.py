@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import time
 from pathlib import Path
 from typing import Self
@@ -62,9 +61,3 @@ class StatebusNode(ServerProcess):
 
     def auth(self, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **headers}
-
-    def connect(self) -> http.client.HTTPConnection:
-        """A keep-alive connection to this node for timed single requests."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=60)
-        conn.connect()
-        return conn

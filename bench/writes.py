@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 
 from bench._context import Context
 from bench._errors import BenchError
 from bench._node import JsonObject, LoadResult, run_load
-from bench._procs import ServerProcess
+from bench._procs import ServerProcess, busy_seconds
 from bench._statebus import StatebusNode
 from bench._table import Row, at_least, ms, rate, times, unavailable
 
@@ -33,6 +34,8 @@ wrk.headers["Content-Type"] = "application/merge-patch+json"
 class Figures:
     load: LoadResult
     server_cpu_s: float
+    other_cpu_s: float  # everything else on the machine meanwhile
+    window_s: float  # from starting the client to its exit
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -53,9 +56,13 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
     if isinstance(server, StatebusNode):
         full["token"] = server.token
     ctx.log(f"writes: {name}")
-    cpu_before = server.cpu_seconds()
+    cpu_before, busy_before = server.cpu_seconds(), busy_seconds()
+    started = time.perf_counter()
     result = run_load(full, timeout=seconds + 60, log_path=ctx.path(f"logs/load-{name}.log"))
-    return Figures(result, server.cpu_seconds() - cpu_before)
+    window = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu_before
+    other = busy_seconds() - busy_before - cpu - result.process_cpu_s
+    return Figures(result, cpu, max(0.0, other), window)
 
 
 def _wrk(ctx: Context, server: ServerProcess) -> float | str:
@@ -158,6 +165,8 @@ def _note(f: Figures) -> str:
         f"server {f.cpu_us_per_request:.0f} µs CPU/request; "
         f"client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
     )
+    if f.other_cpu_s > 0.1 * f.window_s:
+        note += f"; other processes {f.other_cpu_s / f.window_s:.0%} CPU"
     if load.failed:
         note += f"; {load.failed} non-2xx answers {load.statuses}"
     return note

@@ -104,6 +104,7 @@ async function main() {
 		p50_ms: percentile(latencies, 0.5),
 		p99_ms: percentile(latencies, 0.99),
 		client_cpu_s: (cpu.user + cpu.system) / 1e6,
+		process_cpu_s: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
 		wall_s: (now() - start) / 1000,
 	};
 	process.stdout.write(`${JSON.stringify({ result })}\n`);
