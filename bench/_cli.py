@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "raw" in only and raw_figures is not None:
         rows += raw.rows(raw_figures)
 
-    text = report(rows, node=node, seconds=args.seconds, took_s=time.monotonic() - started)
+    took = time.monotonic() - started
+    text = report(rows, node=node, seconds=args.seconds, took_s=took, other_load=ctx.other_load)
     print(text)
     if not args.no_save:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)

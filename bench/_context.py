@@ -32,6 +32,12 @@ class Context:
     work_dir: Path
     node_problem: str | None = None  # why the Node side cannot run, if it cannot
     started: float = field(default_factory=time.monotonic)
+    other_load: list[float] = field(default_factory=list)  # see note_other_load
+
+    def note_other_load(self, cpu_s: float, window_s: float) -> None:
+        """Record the CPU other processes used during a measured window (1.0 = one core)."""
+        if window_s > 0:
+            self.other_load.append(max(0.0, cpu_s) / window_s)
 
     def log(self, message: str) -> None:
         elapsed = time.monotonic() - self.started

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench._paths import REPO_ROOT
 from bench._table import Row, render
 
+NOISY = 0.25  # other processes' CPU, in cores, above which the run is flagged
 PACKAGES = ("starlette", "uvicorn", "uvloop", "httptools", "sse-starlette", "pycrdt", "pynacl")
 
 
@@ -47,7 +48,26 @@ def _versions(node: str) -> str:
     return f"Python {platform.python_version()}, {', '.join(found)}; Node {node}"
 
 
-def report(rows: Sequence[Row], *, node: str, seconds: float, took_s: float) -> str:
+def _noise(other_load: Sequence[float]) -> list[str]:
+    if not other_load or max(other_load) < NOISY:
+        return []
+    mean = sum(other_load) / len(other_load)
+    return [
+        f"**Noisy run:** other processes used {mean:.0%} of a core on average and up to "
+        f"{max(other_load):.0%} during the measured windows ({os.cpu_count()} cores in all). "
+        "Ratios between rows measured at different moments are unreliable; see each row's note.",
+        "",
+    ]
+
+
+def report(
+    rows: Sequence[Row],
+    *,
+    node: str,
+    seconds: float,
+    took_s: float,
+    other_load: Sequence[float] = (),
+) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# statebus bench",
@@ -57,6 +77,7 @@ def report(rows: Sequence[Row], *, node: str, seconds: float, took_s: float) -> 
         "",
         _versions(node),
         "",
+        *_noise(other_load),
         render(rows),
         "",
         "Ratios compare figures of this run only. See bench/README.md for what each row means.",

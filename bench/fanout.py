@@ -82,6 +82,7 @@ def measure(ctx: Context, server: ServerProcess, system: System, subs: int, repe
         result = client.result(timeout=ctx.settings.seconds + 30)
         cpu = server.cpu_seconds() - cpu_before
         other = busy_seconds() - busy_before - cpu - result.client_cpu_s
+    ctx.note_other_load(other, result.elapsed_s)
     return Figures(result, cpu, max(0.0, other), (rss_ready - rss_before) / subs)
 
 

@@ -62,6 +62,7 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
     window = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu_before
     other = busy_seconds() - busy_before - cpu - result.process_cpu_s
+    ctx.note_other_load(other, window)
     return Figures(result, cpu, max(0.0, other), window)
 
 
