@@ -14,7 +14,8 @@ folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,12 +30,21 @@ from ..store import Entry, KeyInfo, Store
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
-from ._history import replay, value_at
+from ._history import replay, squash, value_at
 
-__all__ = ["Bus", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
+__all__ = ["Bus", "BusStats", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    live_docs: int
+    subscribers: int
+    largest_backlog: int  # events queued for the slowest subscriber
+    overflows: int  # times a subscriber fell a whole queue behind and was resynced
+    head: int
 
 
 class Bus:
@@ -63,6 +73,7 @@ class Bus:
         self._heartbeat_seconds = heartbeat_seconds
         self._replay_limit = replay_limit
         self._values: dict[Entry, Any] = {}
+        self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
         self._head = 0
         self._closing = False
@@ -124,13 +135,15 @@ class Bus:
         """The newest committed seq of the whole node."""
         return self._head
 
-    @property
-    def live_docs(self) -> int:
-        return len(self._docs)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._registry)
+    def stats(self) -> BusStats:
+        subs = self._registry.all()
+        return BusStats(
+            live_docs=len(self._docs),
+            subscribers=len(subs),
+            largest_backlog=max((len(sub.queue) for sub in subs), default=0),
+            overflows=self._registry.overflows,
+            head=self._head,
+        )
 
     # -- reads -------------------------------------------------------------
 
@@ -184,8 +197,12 @@ class Bus:
 
     # -- the one write path ------------------------------------------------
 
-    async def apply(self, key: Key, change: Change) -> int:
-        """Run ``change`` on the key, durably; return the key's new version."""
+    async def apply(self, key: Key, change: Change, *, origin: str | None = None) -> int:
+        """Run ``change`` on the key, durably; return the key's new version.
+
+        ``origin`` tags the change's event, so that the reader that wrote it
+        (``stream(..., origin=...)``) is not sent its own echo.
+        """
         canonical = self._document(key)
         if key.namespace != self.own:
             raise Forbidden(f"only {key.namespace}'s owner writes {key.canonical}")
@@ -202,7 +219,7 @@ class Bus:
             sign_entry(self._identity, key.namespace, key.path, update),
             exists=not live.view.deleted,
         )
-        return await self._append(live, entry)
+        return await self._append(live, entry, origin)
 
     def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
         """Run the change in one transaction; the update to store, or None for no change."""
@@ -224,14 +241,17 @@ class Bus:
             return merge_updates(raw, undelete) if undelete else raw
         return raw
 
-    async def _append(self, live: LiveDoc, entry: Entry) -> int:
+    async def _append(self, live: LiveDoc, entry: Entry, origin: str | None) -> int:
         if self._registry.targets(entry.key, folders_of(entry.key)):
             self._values[entry] = live.view.read() if entry.exists else None
+        if origin is not None:
+            self._origins[entry] = origin
         live.pending += 1
         try:
             await self._store.append([entry])
         except StoreError:
             self._values.pop(entry, None)
+            self._origins.pop(entry, None)
             self._docs.drop(live.key)  # the Doc may hold what the disk does not
             raise
         finally:
@@ -249,6 +269,7 @@ class Bus:
                 if live.log_entries > self._compact_after:
                     self._schedule_compaction(live)
             value = self._values.pop(entry, _MISSING)
+            origin = self._origins.pop(entry, None)
             targets = self._registry.targets(entry.key, folders_of(entry.key))
             if not targets:
                 continue
@@ -261,6 +282,7 @@ class Bus:
                 value=value,
                 update=entry.update,
                 entry=entry,
+                origin=origin,
             )
             for sub in targets:
                 sub.push(event)
@@ -284,13 +306,18 @@ class Bus:
             self._compacting.discard(key)
 
     async def compact(self, key: str) -> bool:
-        """Squash the key's log into one signed snapshot entry; False if not possible now."""
-        live = await self._docs.get(key)
-        if live.pending or live.head == 0 or not key.startswith(self._own_prefix):
+        """Squash the key's committed log into one snapshot entry signed by its owner.
+
+        The snapshot is built from the store's entries (not the live Doc, which
+        may hold writes still on their way to disk), in a worker thread.
+        """
+        if not key.startswith(self._own_prefix):
             return False
-        snapshot = live.doc.get_update()
-        upto = live.head
-        logged = live.log_entries
+        log_ = await self._store.load(key)
+        if len(log_.entries) < 2:
+            return False
+        upto = log_.entries[-1].seq
+        snapshot = await squash(log_)
         path = key[len(self._own_prefix) :]
         entry = Entry(
             key,
@@ -298,25 +325,38 @@ class Bus:
             self.own,
             sign_entry(self._identity, self.own, path, snapshot),
             snapshot=True,
-            exists=live.exists,
+            exists=log_.exists,
         )
         await self._store.compact(entry, upto)
-        live.log_entries = 1 + live.log_entries - logged  # the snapshot, then what came since
+        info = await self._store.info(key)
+        live = self._docs.peek(key)
+        if live is not None and info is not None:
+            live.log_entries = info.log_entries
         log.debug("compacted %s up to seq %d", key, upto)
         return True
 
     # -- streams -----------------------------------------------------------
 
     async def stream(
-        self, key: Key, *, after: int | None = None
+        self,
+        key: Key,
+        *,
+        after: int | None = None,
+        origin: str | None = None,
+        heartbeat: float | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events for a key or folder: first its state, then each change.
 
         ``after`` resumes from a seq the reader has seen (``Last-Event-ID``):
-        only what changed since, nothing twice. The stream ends when the bus
-        closes it (shutdown); the caller must close the generator.
+        only what changed since, nothing twice. Live changes written with this
+        ``origin`` are skipped (the reader made them). ``heartbeat`` asks for a
+        heartbeat after that many idle seconds, besides the bus's own ticker.
+        The stream ends when the bus closes it (shutdown), and then ``on_close``
+        is called so that a writer blocked on a client that stopped reading can
+        be cancelled; the caller must close the generator.
         """
-        sub = Subscriber(key.canonical, self._queue_limit)
+        sub = Subscriber(key.canonical, self._queue_limit, self._registry.count_overflow, on_close)
         if self._closing:
             return
         self._registry.add(sub)
@@ -335,12 +375,13 @@ class Bus:
                         if event.kind == Kind.HEARTBEAT:
                             events.append(event)
                         elif event.seq > last:
-                            events.append(event)
                             last = event.seq
+                            if origin is None or event.origin != origin:
+                                events.append(event)
                 if events:
                     yield events
-                else:
-                    await sub.wait()
+                elif not await sub.wait(heartbeat):
+                    yield [HEARTBEAT]
         finally:
             self._registry.remove(sub)
             sub.close()

@@ -35,7 +35,7 @@ class Kind(enum.IntEnum):
 class Event:
     """One thing a subscriber is told, encoded at most once per wire format."""
 
-    __slots__ = ("_encoded", "entry", "key", "kind", "seq", "update", "value")
+    __slots__ = ("_encoded", "entry", "key", "kind", "origin", "seq", "update", "value")
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class Event:
         value: Any = None,
         update: bytes = b"",
         entry: Entry | None = None,
+        origin: str | None = None,
     ) -> None:
         self.kind = kind
         self.key = key  # as the subscriber names it: short for the own namespace
@@ -53,6 +54,7 @@ class Event:
         self.value = value
         self.update = update
         self.entry = entry
+        self.origin = origin  # the tag the write carried (a Braid ``Peer``), if any
         self._encoded: dict[str, bytes] = {}
 
     def encoded(self, fmt: str, encode: Callable[[Event], bytes]) -> bytes:
@@ -71,9 +73,26 @@ HEARTBEAT = Event(Kind.HEARTBEAT, "", 0)
 class Subscriber:
     """One reader's bounded queue. Owned by the bus registry; read by one stream."""
 
-    __slots__ = ("closed", "key", "limit", "overflowed", "queue", "waiter")
+    __slots__ = (
+        "closed",
+        "key",
+        "limit",
+        "on_close",
+        "on_overflow",
+        "overflowed",
+        "queue",
+        "waiter",
+    )
 
-    def __init__(self, key: str, limit: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        limit: int,
+        on_overflow: Callable[[], None] = lambda: None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_overflow = on_overflow
+        self.on_close = on_close  # lets the bus end a reader stuck writing to a client
         self.key = key  # canonical key or folder
         self.limit = limit
         self.queue: deque[Event] = deque()
@@ -87,29 +106,41 @@ class Subscriber:
         if len(self.queue) >= self.limit:
             if not self.overflowed:
                 log.info("subscriber of %s fell %d events behind: resync", self.key, self.limit)
+                self.on_overflow()
             self.overflowed = True
             self.queue.clear()
         self.queue.append(event)
         self._wake()
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         self._wake()
+        if self.on_close is not None:
+            self.on_close()
 
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Return once there is something to read, an overflow, or a close."""
+    async def wait(self, idle: float | None = None) -> bool:
+        """Return once there is something to read, an overflow, or a close: True;
+        or False when ``idle`` seconds passed first (a timer handle, not a cancel
+        scope: this is the fan-out's hot path)."""
         if self.queue or self.closed or self.overflowed:
-            return
-        self.waiter = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        timer = None if idle is None else loop.call_later(idle, self._wake)
         try:
             await self.waiter
         finally:
             self.waiter = None
+            if timer is not None:
+                timer.cancel()
+        return bool(self.queue) or self.closed or self.overflowed
 
     def drain(self) -> list[Event]:
         events = list(self.queue)
@@ -122,6 +153,10 @@ class Registry:
 
     def __init__(self) -> None:
         self.by_key: dict[str, set[Subscriber]] = {}
+        self.overflows = 0
+
+    def count_overflow(self) -> None:
+        self.overflows += 1
 
     def add(self, sub: Subscriber) -> None:
         self.by_key.setdefault(sub.key, set()).add(sub)
