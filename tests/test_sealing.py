@@ -93,5 +93,5 @@ def test_adding_a_recipient_reseals_and_removing_one_rotates() -> None:
     [b"SBSEAL1K\x00\x00\x00\x00not json", b"SBSEAL1K\x00\x00\x00\x00[]", b"SBSEAL1K\x00"],
 )
 def test_a_damaged_key_payload_is_refused(payload: bytes) -> None:
-    with pytest.raises(DecryptionError, match="damaged|not a sealed"):
+    with pytest.raises(DecryptionError, match=r"damaged|not a sealed"):
         DocumentKeys().take(payload, FRIEND)
