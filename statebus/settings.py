@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .quotas import Limits
+
 DEFAULT_PORT = 8765
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY = 16 * MiB
@@ -25,6 +27,7 @@ class Settings:
     heartbeat_seconds: float = 15.0
     replay_limit: int = 1000
     synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)
+    limits: Limits = field(default_factory=Limits)  # speed bumps for peers and visitors
     peer_backoff: float = 0.5  # first delay before dialling a lost peer again; doubles
     peer_backoff_max: float = 30.0
     peer_heartbeat: float = 15.0  # a peer stream silent for 3x this is dead

@@ -349,8 +349,8 @@ class Bus:
             live = self._docs.peek(entry.key)
             if live is not None:
                 live.head = entry.seq
-                live.log_entries += 1
-                if live.log_entries > self._compact_after:
+                live.grew(len(entry.update))
+                if live.wants_compaction(self._compact_after):
                     self._schedule_compaction(live)
             value = self._values.pop(entry, _MISSING)
             origin = self._origins.pop(entry, None)
@@ -419,8 +419,10 @@ class Bus:
         await self._store.compact(entry, upto)
         info = await self._store.info(key)
         live = self._docs.peek(key)
-        if live is not None and info is not None:
-            live.log_entries = info.log_entries
+        if live is not None and info is not None:  # the log is the snapshot and what came since
+            live.snapshot_bytes = len(snapshot)
+            live.tail_entries = info.log_entries - 1
+            live.tail_bytes = info.log_bytes - len(snapshot)
         log.debug("compacted %s up to seq %d", key, upto)
         return True
 
@@ -458,6 +460,7 @@ class Bus:
             last, first = await self._catch_up(key, sub, after)
             if first:
                 yield first
+            del first  # the whole state: not to be held while the stream idles
             while not sub.closed:
                 if sub.overflowed:
                     sub.overflowed = False
@@ -465,15 +468,17 @@ class Bus:
                     last, events = await self._catch_up(key, sub, last)
                 else:
                     events = []
-                    for event in sub.drain():
-                        if event.kind == Kind.HEARTBEAT:
-                            events.append(event)
-                        elif event.seq > last:
-                            last = event.seq
+                    for event in sub.drain():  # the hot path: once per event and reader
+                        seq = event.seq
+                        if seq > last:
+                            last = seq
                             if origin is None or event.origin != origin:
                                 events.append(event)
+                        elif seq == 0:  # a heartbeat
+                            events.append(event)
                 if events:
                     yield events
+                    del events
                 elif not await sub.wait(heartbeat):
                     yield [HEARTBEAT]
         finally:

@@ -20,6 +20,7 @@ from ..datadir import DataDir
 from ..errors import NotFound
 from ..federation import Federation, Policy
 from ..identity import Identity
+from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
@@ -69,6 +70,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "bus": bus,
                     "federation": federation,
                     "access": access,
+                    "bumps": SpeedBumps(settings.limits),
                     "owner_token": owner_token,
                 }
             finally:
