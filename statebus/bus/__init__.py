@@ -83,7 +83,9 @@ class Bus:
         self._identity = identity
         self.own: NodeId = identity.node_id
         self._own_prefix = f"/~{self.own}"
-        self._docs = DocCache(store, max_docs=max_docs, idle_seconds=idle_seconds)
+        self._docs = DocCache(
+            store, max_docs=max_docs, idle_seconds=idle_seconds, unordered=self._unordered
+        )
         self._registry = Registry()
         self._queue_limit = queue_limit
         self._compact_after = compact_after
@@ -92,7 +94,7 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
-        self._intake = Intake(self._docs)
+        self._intake = Intake(self._docs, store)
         self._listeners: list[CommitListener] = []
         self._head = 0
         self._closing = False
@@ -306,6 +308,11 @@ class Bus:
         return stored
 
     # -- entries from peers ------------------------------------------------
+
+    def _unordered(self, key: str) -> bool:
+        """Whether a key's log may be out of causal order: another namespace's (relayed by
+        peers in the order they came), or one with parts still waiting."""
+        return not key.startswith(self._own_prefix) or self._intake.waits(key)
 
     async def accept(self, entries: Sequence[Entry]) -> Accepted:
         """Store entries from peers verbatim (same author and signature) and publish them.

@@ -8,9 +8,9 @@ thread while the loop applies the group before. :func:`integrate` applies one
 to its Doc and says whether it changed anything, only repeated what the Doc
 holds, or has parts that wait for dependencies still missing (Yjs keeps those
 pending). :class:`Waiting` remembers the latter, because yrs does not always
-finish integrating pending parts applied out of causal order; a Doc that has
-them is rebuilt from its log (one merged update, which integrates everything)
-once more arrives.
+finish integrating pending parts applied out of causal order (nor does applying
+such a log in order); a Doc that has them is rebuilt from its log and completed
+(``_complete``) once more arrives.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from ..coverage import waiting
 from ..errors import InvalidKey
 from ..identity import NodeId, SignedEntry, Verifier
 from ..keys import Key, parse_canonical
-from ..store import Entry
+from ..store import Entry, Store
+from ._complete import complete
 from ._docs import DocCache, LiveDoc
+from ._history import apply_all
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +144,9 @@ KEY_CACHE = 4096
 class Intake:
     """The bus's side of :meth:`Bus.accept`: checks, applies, and settles peer entries."""
 
-    def __init__(self, docs: DocCache) -> None:
+    def __init__(self, docs: DocCache, store: Store) -> None:
         self._docs = docs
+        self._store = store
         self._verifier = Verifier()
         self._waiting = Waiting()
         self._keys: OrderedDict[str, Key | str] = OrderedDict()
@@ -218,6 +221,9 @@ class Intake:
         entry.exists = not live.view.deleted
         return True
 
+    def waits(self, key: str) -> bool:
+        return key in self._waiting
+
     async def settle(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
         """Rebuild from their logs the Docs just written that hold pending parts."""
         for key in dict.fromkeys(entry.key for _, entry in writes):
@@ -226,5 +232,14 @@ class Intake:
             live = self._docs.peek(key)
             if live is not None and live.pending:
                 continue  # a write is on its way to disk; the next batch retries
-            self._docs.drop(key)
-            self._waiting.recheck(await self._docs.get(key))
+            stored = await self._store.load(key)
+            doc: Doc[Any] = Doc()
+            updates = [entry.update for entry in stored.entries]
+            apply_all(doc, updates)
+            doc = await complete(doc, updates, key)
+            live = self._docs.peek(key)
+            if live is not None and live.pending:
+                continue  # a write started meanwhile; the next batch retries
+            rebuilt = LiveDoc(key, doc, stored.head, stored)
+            self._docs.replace(rebuilt)
+            self._waiting.recheck(rebuilt)
