@@ -45,6 +45,7 @@ import anyio
 import httpx
 from pycrdt import Doc, Map
 
+from statebus.access import acl_key
 from statebus.bus import Bus, PutValue
 from statebus.federation._auth import Dial
 from statebus.federation._session import CHUNK_BYTES
@@ -100,6 +101,8 @@ async def _fill(data_dir: Path, count: int) -> tuple[str, list[bytes]]:
         async with anyio.create_task_group() as tg:
             for first in range(min(WRITERS, count)):
                 tg.start_soon(writer, first)
+        # private is the default: share the written keys so that B may receive them
+        await bus.apply(acl_key(bus.own), PutValue({"/bench/": {"read": "public"}}))
         updates = [entry.update for key in keys for entry in (await bus.log(key.canonical)).entries]
     return identity.node_id, updates
 
