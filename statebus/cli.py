@@ -24,8 +24,16 @@ import httpx
 from ._commands import identity_command, init_command, passphrase_for, recover_command
 from .datadir import DataDir
 from .errors import StatebusError
+from .quotas import Limits
 from .settings import DEFAULT_MAX_BODY, DEFAULT_PORT, Settings
 
+LIMIT_FLAGS = [  # (flag, Limits field, what it counts)
+    ("--limit-writes", "writes_per_minute", "updates a peer may push per minute"),
+    ("--limit-bytes", "write_bytes_per_minute", "bytes a peer may push per minute"),
+    ("--limit-requests", "requests_per_minute", "requests a visitor may make per minute"),
+    ("--limit-streams", "open_streams", "streams a visitor may hold open at once"),
+    ("--limit-document", "document_bytes", "bytes of the largest entry a peer may push"),
+]
 EXIT_ERROR = 1
 COMMANDS = {"id": identity_command, "init": init_command, "recover": recover_command}
 EXIT_USAGE = 2
@@ -95,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest request body accepted (default: 16 MiB)",
     )
+    bumps = serve.add_argument_group(
+        "speed bumps", "limits for peers and visitors (the owner has none); past them 429 or 413"
+    )
+    defaults = Limits()
+    for flag, field, unit in LIMIT_FLAGS:
+        bumps.add_argument(
+            flag,
+            type=int,
+            default=getattr(defaults, field),
+            dest=field,
+            metavar="N",
+            help=f"{unit} (default: {getattr(defaults, field)})",
+        )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -257,6 +278,10 @@ def _serve(args: argparse.Namespace) -> int:
         _fail(f"--port {args.port} is not a port number (0-65535)")
     if args.max_body < 1:
         _fail("--max-body must be at least 1 byte")
+    for flag, field, _unit in LIMIT_FLAGS:
+        if getattr(args, field) < 1:
+            _fail(f"{flag} must be at least 1")
+    limits = Limits(**{field: getattr(args, field) for _flag, field, _unit in LIMIT_FLAGS})
     peers = tuple(str(PeerAddress.parse(peer)) for peer in args.peer)
     settings = Settings(
         data_dir=args.data,
@@ -265,6 +290,7 @@ def _serve(args: argparse.Namespace) -> int:
         peers=peers,
         passphrase=passphrase_for(args.data),
         max_body=args.max_body,
+        limits=limits,
     )
     _configure_logging(args.log_level)
 

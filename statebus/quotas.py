@@ -13,22 +13,33 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import PayloadTooLarge, QuotaExceeded
+from .store import Entry
 
 MiB = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    write_bytes_per_minute: int = 64 * MiB
-    writes_per_minute: int = 6000
+    """The speed bumps. Writes are what peers push (visitors cannot write); a
+    bucket holds a minute's worth, so a friend catching up after a day away
+    (100,000 entries) is not held back, while a flood is."""
+
+    write_bytes_per_minute: int = 256 * MiB
+    writes_per_minute: int = 600_000
     requests_per_minute: int = 3000
     open_streams: int = 64
     document_bytes: int = 32 * MiB
+    burst_seconds: float = 60.0  # a bucket holds this many seconds' worth
+
+
+def peer_principal(node_id: str) -> str:
+    """The principal a peer's pushes are counted against (whichever end dialled)."""
+    return f"peer {node_id}"
 
 
 class _Bucket:
@@ -56,18 +67,22 @@ class SpeedBumps:
         self._streams: dict[str, int] = {}
 
     def _take(self, principal: str, kind: str, per_minute: int, amount: float) -> None:
+        """Take ``amount`` from a bucket, all or nothing. A full bucket lends: a
+        batch bigger than the bucket itself passes and leaves a debt to repay,
+        so no batch is refused forever and the rate still holds on average."""
         now = self._clock()
         rate = per_minute / 60.0
+        capacity = rate * self.limits.burst_seconds
         bucket = self._buckets.pop((principal, kind), None)
         if bucket is None:
-            bucket = _Bucket(float(per_minute), now)
-        bucket.level = min(float(per_minute), bucket.level + (now - bucket.stamp) * rate)
+            bucket = _Bucket(capacity, now)
+        bucket.level = min(capacity, bucket.level + (now - bucket.stamp) * rate)
         bucket.stamp = now
         self._buckets[(principal, kind)] = bucket  # most recently used last
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
-        if amount > bucket.level:
-            wait = (amount - bucket.level) / rate if rate else 60.0
+        if amount > bucket.level and bucket.level < capacity:
+            wait = (min(amount, capacity) - bucket.level) / rate if rate else 60.0
             raise QuotaExceeded(
                 f"{principal} is over its limit of {per_minute} {kind} per minute; "
                 f"retry in {wait:.1f} s",
@@ -82,11 +97,6 @@ class SpeedBumps:
 
     def write(self, principal: str, *, updates: int, nbytes: int) -> None:
         """Charge a peer's write before it is stored; all or nothing."""
-        if nbytes > self.limits.write_bytes_per_minute:
-            raise PayloadTooLarge(
-                f"{nbytes} bytes in one go is over {principal}'s limit per minute",
-                limit=self.limits.write_bytes_per_minute,
-            )
         self._take(principal, "updates", self.limits.writes_per_minute, updates)
         try:
             self._take(principal, "bytes", self.limits.write_bytes_per_minute, nbytes)
@@ -94,8 +104,17 @@ class SpeedBumps:
             self._buckets[(principal, "updates")].level += updates  # refund: nothing stored
             raise
 
+    def entries(self, principal: str, entries: Sequence[Entry]) -> None:
+        """Charge a peer's entries, all or nothing, before any is looked at."""
+        nbytes = 0
+        for entry in entries:
+            self.document(len(entry.update))
+            nbytes += len(entry.update)
+        if entries:
+            self.write(principal, updates=len(entries), nbytes=nbytes)
+
     def document(self, size: int) -> None:
-        """Refuse to let a peer grow one document past the limit."""
+        """Refuse an entry bigger than any document may be."""
         if size > self.limits.document_bytes:
             raise PayloadTooLarge(
                 f"the document would grow to {size} bytes, over the limit of "

@@ -8,7 +8,10 @@ import pytest
 from statebus.errors import PayloadTooLarge, QuotaExceeded
 from statebus.quotas import Limits, SpeedBumps
 from tests.conftest import NodeFactory
+from tests.federated import FAST, FakePeer, eventually, keys, publish, put, share, value, yjs_update
 from tests.sse import SSEReader
+
+JSON_ACCEPT = {"Accept": "application/json"}
 
 
 class Clock:
@@ -43,8 +46,17 @@ def test_a_refused_write_costs_nothing() -> None:
             bumps.write("p", updates=10, nbytes=200)
     clock.now += 12.0  # 200 bytes refilled, and the updates were refunded
     bumps.write("p", updates=99, nbytes=200)
-    with pytest.raises(PayloadTooLarge):
-        bumps.write("p", updates=1, nbytes=5000)
+
+
+def test_a_batch_bigger_than_the_bucket_passes_once_it_is_full_and_leaves_a_debt() -> None:
+    clock = Clock()
+    bumps = SpeedBumps(Limits(writes_per_minute=60, write_bytes_per_minute=6000), clock=clock)
+    bumps.write("p", updates=200, nbytes=10)  # never refused forever: the full bucket lends
+    with pytest.raises(QuotaExceeded) as refused:
+        bumps.write("p", updates=1, nbytes=10)
+    assert refused.value.retry_after == pytest.approx(141.0)  # 140 in debt, then 1
+    clock.now += 141.0
+    bumps.write("p", updates=1, nbytes=10)
 
 
 def test_documents_and_streams_are_capped() -> None:
@@ -110,3 +122,47 @@ async def test_visitors_meet_the_speed_bumps_over_http(node_factory: NodeFactory
         assert (await owner.get("/pub", headers={"Accept": "application/json"})).status_code == 200
         for stream in streams:
             await stream.aclose()
+
+
+async def test_a_peer_pushing_past_its_limit_gets_429_and_nothing_is_stored(
+    node_factory: NodeFactory,
+) -> None:
+    node = await node_factory("b", limits=Limits(writes_per_minute=5), **FAST)
+    async with FakePeer(node) as peer:
+        first = [peer.entry(f"/n/{i}", yjs_update(i=float(i))) for i in range(4)]
+        assert (await peer.push(*first)).status_code == 204
+        head = node.running.bus.head
+        flood = [peer.entry(f"/flood/{i}", yjs_update(i=float(i))) for i in range(20)]
+        refused = await peer.push(*flood)
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "quota_exceeded"
+        assert int(refused.headers["retry-after"]) >= 1
+        # All or nothing: not even the first entries of the refused push are stored.
+        assert node.running.bus.head == head
+        assert await keys(node, peer.node_id) == [f"/~{peer.node_id}/n/{i}" for i in range(4)]
+        assert await value(node, f"/~{peer.node_id}/flood/0") is None
+
+
+async def test_a_dialler_over_the_limit_waits_and_then_delivers_everything(
+    node_factory: NodeFactory,
+) -> None:
+    """The pushing side backs off on 429 and pushes again: slowed, nothing lost."""
+    limits = Limits(writes_per_minute=600, burst_seconds=1.0)  # 10 a second, 10 at once
+    slow = await node_factory("slow", limits=limits, **FAST)
+    fast = await node_factory("fast", peers=(share(slow),), **FAST)
+    await publish(fast, "/", [slow.node_id])
+    async with fast.client() as http:
+        for i in range(40):
+            await put(http, f"/burst/{i}", {"i": i})
+
+    async def all_there() -> bool:
+        return len(await keys(slow, fast.node_id)) == 40
+
+    await eventually(all_there, within=30)
+    async with fast.client() as http:
+        (link,) = (await http.get("/_peers")).json()["peers"]
+    assert "429" in (link["last_error"] or "")  # it was held back on the way
+    async with slow.client() as http:
+        assert (await http.get(f"/~{fast.node_id}/burst/39", headers=JSON_ACCEPT)).json() == {
+            "i": 39
+        }

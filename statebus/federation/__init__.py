@@ -34,6 +34,7 @@ from ..datadir import write_private
 from ..errors import DataDirError, InvalidNodeId, NotAuthenticated, NotFound, QuotaExceeded
 from ..identity import Identity, NodeId
 from ..keys import Key
+from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import Entry
 from ._address import PeerAddress
@@ -57,9 +58,16 @@ class Federation:
     """The node's peer links. One per node; opened and closed once, by the lifespan."""
 
     def __init__(
-        self, bus: Bus, identity: Identity, settings: Settings, *, policy: Policy | None = None
+        self,
+        bus: Bus,
+        identity: Identity,
+        settings: Settings,
+        *,
+        policy: Policy | None = None,
+        bumps: SpeedBumps | None = None,
     ) -> None:
         self.bus = bus
+        self.bumps = bumps
         self.identity = identity
         self.settings = settings
         self.policy = policy or Policy(identity.node_id)
@@ -85,7 +93,7 @@ class Federation:
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise RuntimeError(f"Federation cannot open when {self._state}")
-        self.hub = Hub(self.bus, self.policy)
+        self.hub = Hub(self.bus, self.policy, self.bumps)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = "open"

@@ -19,6 +19,7 @@ import anyio
 from ..bus import Bus
 from ..identity import NodeId
 from ..keys import folders_of
+from ..quotas import SpeedBumps
 from ..store import Entry
 from ._session import Session
 from ._status import PeerStatus
@@ -37,9 +38,10 @@ def namespace_of(key: str) -> str:
 class Hub:
     """Owned by :class:`Federation`; sessions register here while they are open."""
 
-    def __init__(self, bus: Bus, policy: Policy) -> None:
+    def __init__(self, bus: Bus, policy: Policy, bumps: SpeedBumps | None = None) -> None:
         self.bus = bus
         self.policy = policy
+        self.bumps = bumps  # the speed bumps peers' entries are charged against
         self.own = bus.own
         self.status: dict[NodeId, PeerStatus] = {}
         self.sessions: set[Session] = set()

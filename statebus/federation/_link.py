@@ -21,13 +21,21 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 
-from ..errors import PeerAuthFailed, PeerError, PeerUnreachable, ProtocolError, StatebusError
+from ..errors import (
+    PeerAuthFailed,
+    PeerError,
+    PeerUnreachable,
+    ProtocolError,
+    QuotaExceeded,
+    StatebusError,
+)
 from ..identity import Identity
+from ..quotas import peer_principal
 from ._address import PeerAddress
 from ._auth import Dial
 from ._hub import Hub
 from ._session import Session
-from ._wire import FrameReader
+from ._wire import Carried, Frame, FrameReader
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,22 @@ class PeerLink:
         self._scope: anyio.CancelScope | None = None
         self._peer = str(address)
         self._connected = False
+
+    async def _within_limits(self, session: Session, frames: list[Frame]) -> None:
+        """Entries the peer streams to us wait until its speed bump lets them in
+        (the stream is simply read more slowly: TCP pushes back)."""
+        if self.hub.bumps is None:
+            return
+        entries = [frame.entry for frame in frames if isinstance(frame, Carried)]
+        while True:
+            try:
+                self.hub.bumps.entries(peer_principal(session.peer), entries)
+                return
+            except QuotaExceeded as exc:
+                self.status.failed(
+                    f"sends past its limit: reading again in {exc.retry_after:.1f} s"
+                )
+                await anyio.sleep(min(exc.retry_after, 60.0))
 
     def stop(self) -> None:
         if self._scope is not None:
@@ -186,7 +210,9 @@ class PeerLink:
         async def read() -> None:
             reader = FrameReader()
             async for chunk in response.aiter_raw():
-                await session.receive(reader.feed(chunk))
+                frames = reader.feed(chunk)
+                await self._within_limits(session, frames)
+                await session.receive(frames)
             failure.append(PeerUnreachable("the peer closed the stream", peer=self._peer))
 
         async def push() -> None:
@@ -194,7 +220,14 @@ class PeerLink:
                 chunk = await session.next_chunk()
                 if not chunk:
                     return
-                answer = await http.post("/_fed/push", content=chunk, headers=headers)
+                while True:
+                    answer = await http.post("/_fed/push", content=chunk, headers=headers)
+                    if answer.status_code != 429:
+                        break
+                    # Over the peer's speed bump: nothing was stored; wait and push again.
+                    wait = float(answer.headers.get("retry-after", "1"))
+                    self.status.failed(f"over its limit (429): pushing again in {wait:g} s")
+                    await anyio.sleep(min(max(wait, 0.1), 60.0))
                 await _check(answer, self._peer)
 
         async with anyio.create_task_group() as tg:

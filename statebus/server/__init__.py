@@ -58,8 +58,11 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
             access = Access(identity.node_id)
             with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
                 access.update((await bus.read(acl_key(identity.node_id)))[0])
+            bumps = SpeedBumps(settings.limits)
             federation = await stack.enter_async_context(
-                Federation(bus, identity, settings, policy=Policy(identity.node_id, access))
+                Federation(
+                    bus, identity, settings, policy=Policy(identity.node_id, access), bumps=bumps
+                )
             )
             app.state.bus = bus
             app.state.federation = federation
@@ -70,7 +73,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "bus": bus,
                     "federation": federation,
                     "access": access,
-                    "bumps": SpeedBumps(settings.limits),
+                    "bumps": bumps,
                     "owner_token": owner_token,
                 }
             finally:

@@ -31,8 +31,9 @@ from ..errors import (
 )
 from ..federation import PEER_SCHEME, Federation
 from ..federation._session import Session
-from ..federation._wire import decode_all
+from ..federation._wire import Carried, decode_all
 from ..identity import parse_node_id
+from ..quotas import peer_principal
 from ._routes import _body, _require_owner
 from ._sse import _until_disconnect
 
@@ -112,6 +113,11 @@ async def push(request: Request) -> Response:
         return Response(status_code=400)
     try:
         frames = decode_all(body, max_frame=limit)
+        # The speed bump: the whole push is charged before any of it is looked at,
+        # so a push over the limit is answered 429 and leaves the data as it was.
+        request.state.bumps.entries(
+            peer_principal(session.peer), [f.entry for f in frames if isinstance(f, Carried)]
+        )
         await session.receive(frames)
     except PeerError as exc:
         log.warning("dropping %r: %s", session, exc.detail)
