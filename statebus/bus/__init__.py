@@ -14,7 +14,7 @@ folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -65,6 +65,7 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._compacting: set[str] = set()
         self._head = 0
+        self._watchers: list[Callable[[list[str]], None]] = []
         self._closing = False
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -132,6 +133,12 @@ class Bus:
     def subscribers(self) -> int:
         return len(self._registry)
 
+    def watch(self, watcher: Callable[[list[str]], None]) -> Callable[[], None]:
+        """Call ``watcher`` with the canonical keys of every committed batch; return
+        the function that stops it. It runs on the loop inside the commit: no blocking."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher)
+
     # -- reads -------------------------------------------------------------
 
     async def read(self, key: Key) -> tuple[dict[str, Any], int]:
@@ -161,6 +168,17 @@ class Bus:
             KeyInfo(self.display(i.key), i.head, i.exists, i.log_entries, i.log_bytes)
             for i in infos
         ]
+
+    async def namespaces(self) -> list[NodeId]:
+        """Every namespace that holds a value here, own first (one indexed probe each)."""
+        found = [self.own]
+        after = ""
+        while infos := await self._store.keys("/", after=after, limit=1):
+            namespace = NodeId(infos[0].key[2:].split("/", 1)[0])
+            if namespace != self.own:
+                found.append(namespace)
+            after = f"/~{namespace}0"  # past every key of this namespace ("0" follows "/")
+        return found
 
     def _document(self, key: Key) -> str:
         if key.is_folder:
@@ -224,7 +242,7 @@ class Bus:
         return entry.seq or live.head
 
     def _on_commit(self, entries: list[Entry]) -> None:
-        """Publish committed entries, in seq order, to every subscriber."""
+        """Publish committed entries, in seq order, to every subscriber and watcher."""
         for entry in entries:
             self._head = max(self._head, entry.seq)
             live = self._docs.peek(entry.key)
@@ -249,6 +267,10 @@ class Bus:
             )
             for sub in targets:
                 sub.push(event)
+        if self._watchers:
+            keys = [entry.key for entry in entries]
+            for watcher in list(self._watchers):
+                watcher(keys)
 
     # -- compaction --------------------------------------------------------
 
