@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body accepted (default: 16 MiB)",
     )
     serve.add_argument(
+        "--app",
+        default="apps.twitter_clone",
+        metavar="MODULE",
+        help="the app shown at / (files under /_app/); '' for none (default: apps.twitter_clone)",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -155,6 +161,7 @@ def _serve(args: argparse.Namespace) -> int:
         peers=tuple(args.peer),
         passphrase=os.environ.get("STATEBUS_PASSPHRASE"),
         max_body=args.max_body,
+        app=args.app or None,
     )
     _configure_logging(args.log_level)
 

@@ -25,3 +25,4 @@ class Settings:
     heartbeat_seconds: float = 15.0
     replay_limit: int = 1000
     synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)
+    app: str | None = None  # module of the app served at / and /_app/, e.g. "apps.twitter_clone"

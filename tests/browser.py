@@ -8,11 +8,10 @@ script errors (a test fails on any) and photographed into ``tests/artifacts/``.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
@@ -31,13 +30,6 @@ def _require_chromium() -> None:
             f"{CHROMIUM} is missing; `make test` installs it, or run "
             "`apt-get install -y --no-install-recommends chromium`"
         )
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10) -> None:
-    """Wait until a node-side condition holds (there is no event to wait on)."""
-    with anyio.fail_after(within):
-        while not condition():  # noqa: ASYNC110  (polls the node's own state, not a sleep)
-            await anyio.sleep(0.02)
 
 
 @asynccontextmanager

@@ -7,9 +7,9 @@ import httpx
 import pytest
 
 from statebus.computed import Computed, Reader
-from tests.browser import eventually
 from tests.conftest import Node
 from tests.sse import open_stream
+from tests.wait import eventually
 
 JSON = {"Accept": "application/json"}
 

@@ -1,8 +1,10 @@
 """The node's HTTP server: a Starlette app whose lifespan owns store and bus.
 
 ``create_app`` builds the app; nothing exists at import time. The lifespan
-opens the store, then the bus, in one exit stack (closed in reverse) and hands
-them to routes as typed lifespan state (:class:`NodeState`).
+opens the store, then the bus, then the computed keys, in one exit stack
+(closed in reverse) and hands them to routes as typed lifespan state
+(:class:`NodeState`). Browsers get the pages of ``_pages`` in front of the
+document routes.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from ..bus import Bus
+from ..computed import Computed
 from ..datadir import DataDir
 from ..identity import Identity
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
+from ._pages import load_app, negotiate, page_routes
 from ._routes import NodeState, document, health, login
 
 __all__ = ["NodeState", "create_app"]
@@ -27,7 +31,8 @@ DOCUMENT_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
 
 
 def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> Starlette:
-    """The ASGI app of one node. ``app.state.bus`` is set while it runs."""
+    """The ASGI app of one node. ``app.state.bus`` and ``.computed`` are set while it runs."""
+    served = load_app(settings.app) if settings.app else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[NodeState]:
@@ -48,7 +53,12 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
+            computed = Computed(bus)
+            if served is not None and served.define is not None:
+                served.define(computed)
+            await stack.enter_async_context(computed)
             app.state.bus = bus
+            app.state.computed = computed
             try:
                 yield {
                     "settings": settings,
@@ -58,10 +68,12 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                 }
             finally:
                 app.state.bus = None
+                app.state.computed = None
 
     routes = [
         Route("/_health", health),
         Route("/_login", login),
-        Route("/{path:path}", document, methods=DOCUMENT_METHODS),
+        *page_routes(served),
+        Route("/{path:path}", negotiate(document, served), methods=DOCUMENT_METHODS),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
