@@ -1,0 +1,332 @@
+/*
+ * chirp: a twitter clone on the node's public HTTP surface only.
+ *
+ * It reads one key, /timeline (computed by the node from the owner's and
+ * followed users' profiles, posts and likes), and writes the owner's own
+ * documents: /profile, /posts/<id>, /likes/<author>/<post>, /following.
+ * Following someone also asks the node to add them as a peer (POST /_peers).
+ * Every text from the network is set with textContent, never parsed as HTML.
+ *
+ * Posts are public in the app's eyes. A "friends only" choice belongs to the
+ * privacy work (sharing and encryption); until the node offers it, the app
+ * shows no such choice rather than one that would not keep its promise.
+ */
+(function () {
+  'use strict';
+
+  const bus = new Statebus();
+  const $ = (id) => document.getElementById(id);
+  const SHARE_LINE = /^([a-z2-7]{56})@([^\s/@]+)$/i;
+  const MAX_POST = 500;
+
+  let me = null; // this node's id
+  let latest = null; // the last /timeline value
+  const views = new Map(); // post key -> its element and parts
+
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    Object.assign(node, props || {});
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  }
+
+  function shortId(id) {
+    return `${id.slice(0, 6)}…${id.slice(-4)}`;
+  }
+
+  function now() {
+    return new Date().toISOString();
+  }
+
+  function newPostId() {
+    const random = Math.random().toString(36).slice(2, 6).padEnd(4, '0');
+    return `${now().replace(/[:.]/g, '-')}-${random}`;
+  }
+
+  function ago(time) {
+    const seconds = (Date.now() - Date.parse(time)) / 1000;
+    if (!Number.isFinite(seconds)) return '';
+    if (seconds < 45) return 'just now';
+    if (seconds < 3600) return `${Math.round(seconds / 60)}m`;
+    if (seconds < 86400) return `${Math.round(seconds / 3600)}h`;
+    return new Date(time).toLocaleDateString();
+  }
+
+  function likeKey(post) {
+    const prefix = `/~${post.author}/posts/`;
+    return `/likes/${post.author}/${post.key.slice(prefix.length)}`;
+  }
+
+  function problem(error) {
+    return error.detail || error.message || String(error);
+  }
+
+  // -- the timeline ---------------------------------------------------------
+
+  function view(key) {
+    let parts = views.get(key);
+    if (parts) return parts;
+    const name = el('span', {className: 'name'});
+    const who = el('span', {className: 'who'});
+    const time = el('time', {className: 'muted'});
+    const text = el('p', {className: 'text'});
+    const count = el('span', {className: 'count'});
+    const like = el('button', {type: 'button', className: 'like', title: 'like'}, '♥ ', count);
+    const reply = el('button', {type: 'button', className: 'reply-button'}, 'reply');
+    const input = el('textarea', {rows: 2, maxLength: MAX_POST, placeholder: 'Write a reply'});
+    const send = el('button', {type: 'submit'}, 'reply');
+    const error = el('span', {className: 'error'});
+    const form = el('form', {className: 'reply-form', hidden: true}, input, el('div', {className: 'row'}, send, error));
+    const replies = el('div', {className: 'replies'});
+    const root = el(
+      'article',
+      {className: 'post'},
+      el('header', {className: 'meta'}, name, who, time),
+      text,
+      el('div', {className: 'actions'}, like, reply),
+      form,
+      replies,
+    );
+    root.dataset.key = key;
+    parts = {root, name, who, time, text, count, like, reply, form, input, error, replies, post: null};
+    like.addEventListener('click', () => toggleLike(parts.post, like));
+    reply.addEventListener('click', () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) input.focus();
+    });
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      sendReply(parts);
+    });
+    views.set(key, parts);
+    return parts;
+  }
+
+  function render(post, alive) {
+    const parts = view(post.key);
+    alive.add(post.key);
+    parts.post = post;
+    parts.root.classList.toggle('mine', post.author === me);
+    parts.name.textContent = post.name || (post.author === me ? 'you' : 'someone');
+    parts.who.textContent = `~${shortId(post.author)}`;
+    parts.who.title = post.author;
+    parts.time.textContent = ago(post.time);
+    parts.time.dateTime = post.time;
+    parts.time.title = new Date(post.time).toLocaleString();
+    parts.text.textContent = post.text;
+    parts.count.textContent = String(post.likes);
+    parts.like.classList.toggle('liked', post.liked);
+    parts.like.setAttribute('aria-pressed', String(post.liked));
+    parts.like.title = post.liked ? 'unlike' : 'like';
+    parts.reply.textContent = post.replies.length ? `reply · ${post.replies.length}` : 'reply';
+    place(parts.replies, post.replies.map((reply) => render(reply, alive).root));
+    return parts;
+  }
+
+  /* Put children in order, moving only what must move (an open reply keeps its focus). */
+  function place(parent, children) {
+    children.forEach((child, index) => {
+      if (parent.children[index] !== child) parent.insertBefore(child, parent.children[index] || null);
+    });
+    while (parent.children.length > children.length) parent.lastElementChild.remove();
+  }
+
+  function showTimeline(value) {
+    latest = value;
+    if (!value) return;
+    const alive = new Set();
+    place($('timeline'), value.posts.map((post) => render(post, alive).root));
+    for (const key of [...views.keys()]) if (!alive.has(key)) views.delete(key);
+    $('empty').hidden = value.posts.length > 0;
+    showProfile(value.me);
+    showFollowing(value.following);
+  }
+
+  function showProfile(profile) {
+    for (const [id, text] of [['profile-name', profile.name], ['profile-bio', profile.bio]]) {
+      const input = $(id);
+      if (document.activeElement !== input && !input.dataset.dirty) input.value = text;
+    }
+  }
+
+  function showFollowing(people) {
+    $('following').replaceChildren(
+      ...people.map((person) => {
+        const unfollow = el('button', {type: 'button', className: 'small'}, 'unfollow');
+        unfollow.addEventListener('click', () => bus.patch('/following', {[person.id]: null}));
+        return el(
+          'li',
+          {},
+          el('span', {className: 'name', textContent: person.name || 'someone'}),
+          el('span', {className: 'who', textContent: `~${shortId(person.id)}`, title: person.id}),
+          el('span', {className: 'spacer'}),
+          unfollow,
+        );
+      }),
+    );
+  }
+
+  // -- writing --------------------------------------------------------------
+
+  async function post(event) {
+    event.preventDefault();
+    const text = $('compose-text').value.trim();
+    if (!text) return;
+    $('compose-error').textContent = '';
+    try {
+      await bus.put(`/posts/${newPostId()}`, {text, time: now(), author: me});
+      $('compose-text').value = '';
+      countChars();
+    } catch (error) {
+      $('compose-error').textContent = problem(error);
+    }
+  }
+
+  async function sendReply(parts) {
+    const text = parts.input.value.trim();
+    if (!text) return;
+    parts.error.textContent = '';
+    try {
+      await bus.put(`/posts/${newPostId()}`, {text, time: now(), author: me, reply_to: parts.post.key});
+      parts.input.value = '';
+      parts.form.hidden = true;
+    } catch (error) {
+      parts.error.textContent = problem(error);
+    }
+  }
+
+  async function toggleLike(target, button) {
+    button.disabled = true;
+    try {
+      if (target.liked) await bus.delete(likeKey(target));
+      else await bus.put(likeKey(target), {post: target.key, time: now()});
+    } catch (error) {
+      button.title = problem(error);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function saveProfile(event) {
+    event.preventDefault();
+    const name = $('profile-name').value.trim();
+    const bio = $('profile-bio').value.trim();
+    try {
+      await bus.patch('/profile', {name, bio});
+      for (const id of ['profile-name', 'profile-bio']) delete $(id).dataset.dirty;
+      $('profile-saved').textContent = 'saved';
+    } catch (error) {
+      $('profile-saved').textContent = problem(error);
+    }
+  }
+
+  /* A share line, or an invite link that carries one in ?follow=. */
+  function shareLineIn(text) {
+    let line = text.trim();
+    try {
+      const url = new URL(line);
+      line = url.searchParams.get('follow') || line;
+    } catch (_) {
+      /* not a link: a share line itself */
+    }
+    const match = SHARE_LINE.exec(line);
+    return match ? {id: match[1].toLowerCase(), address: match[2], line: `${match[1].toLowerCase()}@${match[2]}`} : null;
+  }
+
+  async function follow(event) {
+    event.preventDefault();
+    const error = $('follow-error');
+    error.textContent = '';
+    const found = shareLineIn($('follow-line').value);
+    if (!found) {
+      error.textContent = 'that is not a share line (id@host:port) or an invite link';
+      return;
+    }
+    if (found.id === me) {
+      error.textContent = 'that is you';
+      return;
+    }
+    let response;
+    try {
+      response = await fetch('/_peers', {
+        method: 'POST',
+        headers: {'Content-Type': 'application/json', Accept: 'application/json'},
+        body: JSON.stringify({peer: found.line}),
+      });
+    } catch (_) {
+      error.textContent = 'the node is not answering';
+      return;
+    }
+    if (!response.ok) {
+      let detail = response.statusText;
+      try {
+        detail = (await response.json()).detail || detail;
+      } catch (_) {
+        /* keep the status line */
+      }
+      // 404/405: this node has no peer API (federation is not part of it).
+      error.textContent = [404, 405].includes(response.status)
+        ? `this node cannot add peers (${detail})`
+        : detail;
+      return;
+    }
+    try {
+      await bus.patch('/following', {[found.id]: {address: found.address, since: now()}});
+      $('follow-line').value = '';
+    } catch (failure) {
+      error.textContent = problem(failure);
+    }
+  }
+
+  // -- the page -------------------------------------------------------------
+
+  function countChars() {
+    $('compose-count').textContent = String(MAX_POST - $('compose-text').value.length);
+  }
+
+  function status({online, pending, error}) {
+    const line = $('status');
+    const login = error && error.status === 401;
+    $('login-hint').hidden = !login;
+    line.className = `status ${online && !error ? 'on' : 'off'}`;
+    if (login) line.textContent = 'not logged in';
+    else if (error) line.textContent = error.detail;
+    else if (!online) line.textContent = pending ? `offline · ${pending} queued` : 'offline';
+    else line.textContent = pending ? `sending ${pending}…` : 'live';
+  }
+
+  async function start() {
+    const health = await (await fetch('/_health', {cache: 'no-store'})).json();
+    me = health.node;
+    const line = `${me}@${location.host}`;
+    $('share-line').value = line;
+    $('invite-link').value = `${location.origin}/?follow=${line}`;
+    const invited = new URLSearchParams(location.search).get('follow');
+    if (invited) {
+      const found = shareLineIn(invited);
+      if (found && found.id === me) $('invite-note').hidden = false;
+      else if (found) $('follow-line').value = found.line;
+    }
+    bus.get('/timeline', showTimeline);
+  }
+
+  function copy(id) {
+    $(id).select();
+    navigator.clipboard?.writeText($(id).value);
+  }
+
+  $('compose').addEventListener('submit', post);
+  $('compose-text').addEventListener('input', countChars);
+  $('profile').addEventListener('submit', saveProfile);
+  for (const id of ['profile-name', 'profile-bio']) {
+    $(id).addEventListener('input', () => ($(id).dataset.dirty = '1'));
+  }
+  $('follow').addEventListener('submit', follow);
+  $('copy-share').addEventListener('click', () => copy('share-line'));
+  $('copy-invite').addEventListener('click', () => copy('invite-link'));
+  setInterval(() => showTimeline(latest), 30000); // keep "5m ago" honest
+  bus.status(status);
+  start();
+})();
