@@ -131,10 +131,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         return _client(args)
-    except StatebusError as exc:
-        _fail(exc.detail)
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:
+        error = _statebus_error(exc)
+        if error is None:
+            raise
+        _fail(error.detail)
+
+
+def _statebus_error(exc: BaseException) -> StatebusError | None:
+    """The StatebusError behind ``exc``, also when task groups wrapped it."""
+    if isinstance(exc, StatebusError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _statebus_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _fail(message: str) -> NoReturn:

@@ -36,14 +36,14 @@ class DataDir:
 
     def ensure(self) -> None:
         """Create the directory (0700) if needed and check that it is usable."""
+        if self.path.exists() and not self.path.is_dir():
+            raise DataDirError(f"data directory {self.path} is not a directory")
         try:
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise DataDirError(
                 f"cannot create data directory {self.path}: {exc.strerror}"
             ) from None
-        if not self.path.is_dir():
-            raise DataDirError(f"data directory {self.path} is not a directory")
         if not os.access(self.path, os.R_OK | os.W_OK | os.X_OK):
             raise DataDirError(f"cannot use data directory {self.path}: permission denied")
 

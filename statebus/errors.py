@@ -12,6 +12,7 @@
     │   ├── NotAuthenticated    no or wrong credentials
     │   ├── Forbidden           credentials fine, permission missing
     │   ├── NotFound
+    │   ├── Conflict            a version the request builds on is unknown or gone
     │   ├── InvalidNodeId       a mistyped node id (checksum, length, alphabet)
     │   └── QuotaExceeded       a speed bump: retry later
     ├── VerificationError       data from a peer refused
@@ -88,6 +89,10 @@ class Forbidden(RequestError):
 
 class NotFound(RequestError):
     code = "not_found"
+
+
+class Conflict(RequestError):
+    code = "conflict"
 
 
 class InvalidNodeId(RequestError):

@@ -19,7 +19,8 @@ from typing import Self
 import anyio
 import anyio.to_thread
 import uvicorn
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
+from starlette.applications import Starlette
 
 from .bus import Bus
 from .datadir import DataDir
@@ -50,9 +51,12 @@ class _Server(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket, or a one-line StartupError saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto says TCP, and without it Nagle + delayed ACKs add 40 ms to answers.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
@@ -65,7 +69,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 class NodeServer:
-    """One running node. Owns its uvicorn server task and its listening socket."""
+    """One node: prepares its data directory, binds, and serves until stopped.
+
+    ``await tg.start(node.run)`` returns once the node answers; :meth:`stop`
+    asks it to end and :attr:`stopped` is set once server and lifespan have
+    shut down. ``async with NodeServer(...)`` does both in its own task group,
+    for callers whose scopes nest (the CLI).
+    """
 
     def __init__(
         self, settings: Settings, *, identity: Identity | None = None, log_level: str = "warning"
@@ -76,10 +86,12 @@ class NodeServer:
         self._log_level = log_level
         self._server: _Server | None = None
         self._tg: TaskGroup | None = None
+        self.app: Starlette | None = None
+        self.stopped = anyio.Event()
         self.url = ""
         self.owner_token = ""
 
-    async def __aenter__(self) -> Self:
+    async def run(self, *, task_status: TaskStatus[NodeServer] = anyio.TASK_STATUS_IGNORED) -> None:
         self.datadir.ensure()
         self.owner_token = self.datadir.owner_token()
         if self.identity is None:
@@ -89,10 +101,9 @@ class NodeServer:
         sock = bind(self.settings.host, self.settings.port)
         host, port = sock.getsockname()[:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        app = create_app(self.settings, identity=self.identity, owner_token=self.owner_token)
-        self.app = app
+        self.app = create_app(self.settings, identity=self.identity, owner_token=self.owner_token)
         config = uvicorn.Config(
-            app,
+            self.app,
             lifespan="on",
             access_log=False,
             log_level=self._log_level,
@@ -101,7 +112,7 @@ class NodeServer:
             timeout_keep_alive=30,
         )
         server = self._server = _Server(config)
-        failed = anyio.Event()
+        finished = anyio.Event()
 
         async def serve() -> None:
             try:
@@ -110,39 +121,45 @@ class NodeServer:
                 log.error("the node's app failed to start")
             finally:
                 sock.close()
-                failed.set()
+                finished.set()
 
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        self._tg.start_soon(serve)
-        async with anyio.create_task_group() as wait:
-
-            async def until(event: anyio.Event) -> None:
-                await event.wait()
-                wait.cancel_scope.cancel()
-
-            wait.start_soon(until, server.ready)
-            wait.start_soon(until, failed)
-        if not server.ready.is_set():
-            await self._tg.__aexit__(None, None, None)
-            raise StartupError("the node failed to start (see the log above)")
-        self.datadir.write_address(self.url)
-        return self
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve)
+                await _first(server.ready, finished)
+                if not server.ready.is_set():
+                    raise StartupError("the node failed to start (see the log above)")
+                self.datadir.write_address(self.url)
+                task_status.started(self)
+                await finished.wait()
+        finally:
+            self.datadir.clear_address()
+            self.stopped.set()
 
     @property
     def bus(self) -> Bus:
-        bus: Bus | None = getattr(self.app.state, "bus", None)
+        bus: Bus | None = getattr(self.app.state, "bus", None) if self.app else None
         if bus is None:
             raise RuntimeError("the node is not running")
         return bus
 
     def stop(self) -> None:
         """Ask the node to stop: streams end first, then the server drains and exits."""
-        bus: Bus | None = getattr(self.app.state, "bus", None)
+        bus: Bus | None = getattr(self.app.state, "bus", None) if self.app else None
         if bus is not None:
             bus.close_streams()
         if self._server is not None:
             self._server.should_exit = True
+
+    async def __aenter__(self) -> Self:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._tg.start(self.run)
+        except BaseException as exc:
+            await self._tg.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
 
     async def __aexit__(
         self,
@@ -153,4 +170,15 @@ class NodeServer:
         self.stop()
         assert self._tg is not None
         await self._tg.__aexit__(exc_type, exc, tb)
-        self.datadir.clear_address()
+
+
+async def _first(*events: anyio.Event) -> None:
+    """Return as soon as one of the events is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)

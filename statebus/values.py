@@ -114,6 +114,15 @@ class DocValue:
         _patch_map(self.data, patch)
         self.undelete()
 
+    def merge(self, base: Mapping[str, JSON], value: Mapping[str, JSON]) -> None:
+        """Apply only what changed from ``base`` to ``value`` (a three-way merge).
+
+        A writer that read version ``base`` and wrote ``value`` changed only
+        some fields; whatever others wrote since stays, field by field.
+        """
+        _merge_map(self.data, base, value)
+        self.undelete()
+
     def delete(self) -> None:
         for name in list(self.data.keys()):
             del self.data[name]
@@ -255,6 +264,23 @@ def _patch_map(ymap: Map[Any], patch: Mapping[str, JSON]) -> None:
                 ymap[name] = _prelim(_strip_nulls(item))
         elif name in ymap:
             _assign_slot(ymap, name, ymap[name], item)
+        else:
+            ymap[name] = _prelim(item)
+
+
+def _merge_map(ymap: Map[Any], base: Mapping[str, JSON], value: Mapping[str, JSON]) -> None:
+    for name in base:
+        if name not in value and name in ymap:
+            del ymap[name]
+    for name, item in value.items():
+        if name in base and json_equal(base[name], item):
+            continue  # the writer left this field alone
+        current = ymap.get(name)
+        before = base.get(name)
+        if isinstance(current, Map) and isinstance(item, dict) and isinstance(before, dict):
+            _merge_map(current, before, item)
+        elif name in ymap:
+            _assign_slot(ymap, name, current, item)
         else:
             ymap[name] = _prelim(item)
 

@@ -8,17 +8,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from anyio.abc import TaskGroup
 
 from statebus.runner import NodeServer
 from statebus.settings import Settings
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Mark every coroutine test for anyio before anyio's own collector looks."""
+    if inspect.iscoroutinefunction(obj) and name.startswith("test"):
+        pytest.mark.anyio(obj)
 
 
 @pytest.fixture
@@ -29,20 +32,22 @@ def anyio_backend() -> str:
 class Node:
     """A real node on 127.0.0.1 that a test can stop and start again."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tg: TaskGroup) -> None:
         self.settings = settings
+        self._tg = tg
         self.server: NodeServer | None = None
 
     async def start(self) -> Node:
         server = NodeServer(self.settings, log_level="warning")
-        await server.__aenter__()
+        await self._tg.start(server.run)
         self.server = server
         return self
 
     async def stop(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            await server.__aexit__(None, None, None)
+            server.stop()
+            await server.stopped.wait()
 
     @property
     def running(self) -> NodeServer:
@@ -52,6 +57,10 @@ class Node:
     @property
     def url(self) -> str:
         return self.running.url
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     @property
     def token(self) -> str:
@@ -78,18 +87,20 @@ NodeFactory = Callable[..., Awaitable[Node]]
 @pytest.fixture
 async def node_factory(tmp_path: Path) -> AsyncIterator[NodeFactory]:
     made: list[Node] = []
+    async with anyio.create_task_group() as tg:
 
-    async def make(name: str = "node", **overrides: Any) -> Node:
-        settings = Settings(data_dir=tmp_path / name, port=0, **overrides)
-        node = Node(settings)
-        made.append(node)
-        return await node.start()
+        async def make(name: str = "node", **overrides: Any) -> Node:
+            settings = Settings(data_dir=tmp_path / name, port=0, **overrides)
+            node = Node(settings, tg)
+            made.append(node)
+            return await node.start()
 
-    try:
-        yield make
-    finally:
-        for node in reversed(made):
-            await node.stop()
+        try:
+            yield make
+        finally:
+            with anyio.fail_after(30):
+                for node in reversed(made):
+                    await node.stop()
 
 
 @pytest.fixture

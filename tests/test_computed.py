@@ -15,7 +15,9 @@ JSON = {"Accept": "application/json"}
 
 
 def computed_of(node: Node) -> Computed:
-    computed: Computed = node.running.app.state.computed
+    app = node.running.app
+    assert app is not None
+    computed: Computed = app.state.computed
     return computed
 
 

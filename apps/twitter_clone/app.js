@@ -1,9 +1,10 @@
 /*
  * chirp: a twitter clone on the node's public HTTP surface only.
  *
- * It reads one key, /timeline (computed by the node from the owner's and
- * followed users' profiles, posts and likes), and writes the owner's own
- * documents: /profile, /posts/<id>, /likes/<author>/<post>, /following.
+ * It reads two keys, /profile and /timeline (computed by the node from the
+ * owner's and followed users' profiles, posts and likes), and writes the
+ * owner's own documents: /profile, /posts/<id>, /likes/<author>/<post>,
+ * /following.
  * Following someone also asks the node to add them as a peer (POST /_peers).
  * Every text from the network is set with textContent, never parsed as HTML.
  *
@@ -133,20 +134,20 @@
     while (parent.children.length > children.length) parent.lastElementChild.remove();
   }
 
+  /* /timeline holds no value until there is a post to show or someone followed. */
   function showTimeline(value) {
-    latest = value;
-    if (!value) return;
+    latest = value || {posts: [], following: []};
     const alive = new Set();
-    place($('timeline'), value.posts.map((post) => render(post, alive).root));
+    place($('timeline'), latest.posts.map((post) => render(post, alive).root));
     for (const key of [...views.keys()]) if (!alive.has(key)) views.delete(key);
-    $('empty').hidden = value.posts.length > 0;
-    showProfile(value.me);
-    showFollowing(value.following);
+    $('empty').hidden = latest.posts.length > 0;
+    showFollowing(latest.following);
   }
 
   function showProfile(profile) {
-    for (const [id, text] of [['profile-name', profile.name], ['profile-bio', profile.bio]]) {
+    for (const [id, name] of [['profile-name', 'name'], ['profile-bio', 'bio']]) {
       const input = $(id);
+      const text = profile && typeof profile[name] === 'string' ? profile[name] : '';
       if (document.activeElement !== input && !input.dataset.dirty) input.value = text;
     }
   }
@@ -309,6 +310,7 @@
       if (found && found.id === me) $('invite-note').hidden = false;
       else if (found) $('follow-line').value = found.line;
     }
+    bus.get('/profile', showProfile);
     bus.get('/timeline', showTimeline);
   }
 

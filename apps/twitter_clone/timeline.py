@@ -11,7 +11,9 @@ its author and replicated to whoever holds that namespace):
 
 ``/timeline`` reads every namespace the node holds, so that replies and likes
 from anyone who reached this node (a peer who follows us) are counted, while
-only threads that involve the owner or someone they follow are shown.
+only threads that involve the owner or someone they follow are shown. With no
+thread to show and nobody followed it holds no value, so a node that never
+used the app holds nothing of it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _canonical(reader: Reader, key: str) -> str:
     return reader.key(key).canonical
 
 
-async def timeline(read: Reader) -> dict[str, Any]:
+async def timeline(read: Reader) -> dict[str, Any] | None:
     """The value of ``/timeline``; see the module docstring."""
     own = read.own
     following = await read.get("/following") or {}
@@ -112,8 +114,9 @@ async def timeline(read: Reader) -> dict[str, Any]:
             "replies": replies,
         }
 
+    if not shown and not following:
+        return None
     return {
-        "me": {"id": own, "name": names.get(own, ""), "bio": _bio(await read.get("/profile"))},
         "following": [
             {
                 "id": node_id,
@@ -124,11 +127,6 @@ async def timeline(read: Reader) -> dict[str, Any]:
         ],
         "posts": [render(post, 0) for post in shown[:MAX_THREADS]],
     }
-
-
-def _bio(profile: dict[str, Any] | None) -> str:
-    bio = (profile or {}).get("bio")
-    return bio if isinstance(bio, str) else ""
 
 
 def _loops(post: _Post, posts: dict[str, _Post]) -> bool:

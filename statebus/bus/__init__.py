@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -22,19 +23,28 @@ import anyio
 from anyio.abc import TaskGroup
 from pycrdt import get_update, merge_updates
 
-from ..errors import Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
+from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..identity import Identity, NodeId, sign_entry
 from ..keys import Key, folders_of
 from ..store import Entry, KeyInfo, Store
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
-from ._history import replay
+from ._history import replay, squash, value_at
 
-__all__ = ["Bus", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
+__all__ = ["Bus", "BusStats", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    live_docs: int
+    subscribers: int
+    largest_backlog: int  # events queued for the slowest subscriber
+    overflows: int  # times a subscriber fell a whole queue behind and was resynced
+    head: int
 
 
 class Bus:
@@ -125,13 +135,15 @@ class Bus:
         """The newest committed seq of the whole node."""
         return self._head
 
-    @property
-    def live_docs(self) -> int:
-        return len(self._docs)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._registry)
+    def stats(self) -> BusStats:
+        subs = self._registry.all()
+        return BusStats(
+            live_docs=len(self._docs),
+            subscribers=len(subs),
+            largest_backlog=max((len(sub.queue) for sub in subs), default=0),
+            overflows=self._registry.overflows,
+            head=self._head,
+        )
 
     def watch(self, watcher: Callable[[list[str]], None]) -> Callable[[], None]:
         """Call ``watcher`` with the canonical keys of every committed batch; return
@@ -159,6 +171,21 @@ class Bus:
             return live.doc.get_update(since), live.head
         except ValueError:
             raise InvalidBody("'since' is not a Yjs state vector") from None
+
+    async def value_at(self, key: Key, version: int) -> dict[str, Any]:
+        """The key's value as of ``version`` (a seq of this node), for three-way PUTs."""
+        live = await self._docs.get(self._document(key))
+        if version > self._head:
+            raise Conflict(f"version {version} is newer than anything this node has")
+        if version >= live.head and not live.pending:  # the Doc holds exactly that version
+            return live.view.read() if live.exists else {}
+        value = await value_at(await self._store.load(live.key), version)
+        if value is None:
+            raise Conflict(
+                f"version {version} of {key.display(self.own)} was compacted away; "
+                "read the key again and retry"
+            )
+        return value
 
     async def listing(self, folder: Key, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
         """Keys under a folder that hold a value, as display keys, sorted."""
@@ -291,13 +318,18 @@ class Bus:
             self._compacting.discard(key)
 
     async def compact(self, key: str) -> bool:
-        """Squash the key's log into one signed snapshot entry; False if not possible now."""
-        live = await self._docs.get(key)
-        if live.pending or live.head == 0 or not key.startswith(self._own_prefix):
+        """Squash the key's committed log into one snapshot entry signed by its owner.
+
+        The snapshot is built from the store's entries (not the live Doc, which
+        may hold writes still on their way to disk), in a worker thread.
+        """
+        if not key.startswith(self._own_prefix):
             return False
-        snapshot = live.doc.get_update()
-        upto = live.head
-        logged = live.log_entries
+        log_ = await self._store.load(key)
+        if len(log_.entries) < 2:
+            return False
+        upto = log_.entries[-1].seq
+        snapshot = await squash(log_)
         path = key[len(self._own_prefix) :]
         entry = Entry(
             key,
@@ -305,25 +337,34 @@ class Bus:
             self.own,
             sign_entry(self._identity, self.own, path, snapshot),
             snapshot=True,
-            exists=live.exists,
+            exists=log_.exists,
         )
         await self._store.compact(entry, upto)
-        live.log_entries = 1 + live.log_entries - logged  # the snapshot, then what came since
+        info = await self._store.info(key)
+        live = self._docs.peek(key)
+        if live is not None and info is not None:
+            live.log_entries = info.log_entries
         log.debug("compacted %s up to seq %d", key, upto)
         return True
 
     # -- streams -----------------------------------------------------------
 
     async def stream(
-        self, key: Key, *, after: int | None = None
+        self,
+        key: Key,
+        *,
+        after: int | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events for a key or folder: first its state, then each change.
 
         ``after`` resumes from a seq the reader has seen (``Last-Event-ID``):
         only what changed since, nothing twice. The stream ends when the bus
-        closes it (shutdown); the caller must close the generator.
+        closes it (shutdown), and then ``on_close`` is called so that a writer
+        blocked on a client that stopped reading can be cancelled; the caller
+        must close the generator.
         """
-        sub = Subscriber(key.canonical, self._queue_limit)
+        sub = Subscriber(key.canonical, self._queue_limit, self._registry.count_overflow, on_close)
         if self._closing:
             return
         self._registry.add(sub)

@@ -22,12 +22,21 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class PutValue(Change):
-    """The value becomes ``value``; only its differences become operations."""
+    """The value becomes ``value``; only its differences become operations.
+
+    With ``base`` (the value at the version the writer read), only what the
+    writer changed from it is applied, so concurrent writers of other fields
+    are kept; without it, the differences from the current value.
+    """
 
     value: dict[str, Any]
+    base: dict[str, Any] | None = None
 
     def run(self, view: DocValue) -> None:
-        view.assign(self.value)
+        if self.base is None:
+            view.assign(self.value)
+        else:
+            view.merge(self.base, self.value)
 
 
 @dataclass(frozen=True, slots=True)

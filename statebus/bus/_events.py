@@ -71,9 +71,26 @@ HEARTBEAT = Event(Kind.HEARTBEAT, "", 0)
 class Subscriber:
     """One reader's bounded queue. Owned by the bus registry; read by one stream."""
 
-    __slots__ = ("closed", "key", "limit", "overflowed", "queue", "waiter")
+    __slots__ = (
+        "closed",
+        "key",
+        "limit",
+        "on_close",
+        "on_overflow",
+        "overflowed",
+        "queue",
+        "waiter",
+    )
 
-    def __init__(self, key: str, limit: int) -> None:
+    def __init__(
+        self,
+        key: str,
+        limit: int,
+        on_overflow: Callable[[], None] = lambda: None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_overflow = on_overflow
+        self.on_close = on_close  # lets the bus end a reader stuck writing to a client
         self.key = key  # canonical key or folder
         self.limit = limit
         self.queue: deque[Event] = deque()
@@ -87,14 +104,19 @@ class Subscriber:
         if len(self.queue) >= self.limit:
             if not self.overflowed:
                 log.info("subscriber of %s fell %d events behind: resync", self.key, self.limit)
+                self.on_overflow()
             self.overflowed = True
             self.queue.clear()
         self.queue.append(event)
         self._wake()
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
         self._wake()
+        if self.on_close is not None:
+            self.on_close()
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -122,6 +144,10 @@ class Registry:
 
     def __init__(self) -> None:
         self.by_key: dict[str, set[Subscriber]] = {}
+        self.overflows = 0
+
+    def count_overflow(self) -> None:
+        self.overflows += 1
 
     def add(self, sub: Subscriber) -> None:
         self.by_key.setdefault(sub.key, set()).add(sub)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio.to_thread
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from ..store import DocLog
 from ..values import DocValue
@@ -31,6 +31,37 @@ def _replay(log: DocLog, after: int, key: str) -> list[Event] | None:
                 Event(Kind.CHANGE, key, entry.seq, value=value, update=entry.update, entry=entry)
             )
     return events
+
+
+def _value_at(log: DocLog, seq: int) -> dict[str, Any] | None:
+    doc: Doc[Any] = Doc()
+    view = DocValue(doc)
+    for entry in log.entries:
+        if entry.seq > seq:
+            if entry.snapshot:
+                return None  # squashed: that version is no longer in the log
+            break
+        doc.apply_update(entry.update)
+    return {} if view.deleted else view.read()
+
+
+async def value_at(log: DocLog, seq: int) -> dict[str, Any] | None:
+    """The key's value as of node seq ``seq`` ({} if it held none), or None when
+    compaction has squashed that version."""
+    return await anyio.to_thread.run_sync(_value_at, log, seq)
+
+
+def _squash(log: DocLog) -> bytes:
+    doc: Doc[Any] = Doc()
+    updates = [entry.update for entry in log.entries]
+    doc.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates))
+    return doc.get_update()
+
+
+async def squash(log: DocLog) -> bytes:
+    """The whole state the log leads to, re-encoded by a Doc (compaction that loses
+    nothing; merging updates alone keeps the deleted content a Doc garbage-collects)."""
+    return await anyio.to_thread.run_sync(_squash, log)
 
 
 async def replay(log: DocLog, after: int, key: str) -> list[Event] | None:

@@ -27,6 +27,7 @@ STATUS: dict[type[errors.StatebusError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.NotAcceptable: 406,
+    errors.Conflict: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.QuotaExceeded: 429,

@@ -77,7 +77,7 @@ async def document(request: Request) -> Response | ASGIApp:
     _require_owner(request)
     if request.method in ("GET", "HEAD"):
         return await _read(request, key)
-    change = await _change(request)
+    change = await _change(request, key)
     version = await _bus(request).apply(key, change)
     return JSONResponse(
         {"key": key.display(_bus(request).own), "version": version},
@@ -102,7 +102,8 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         state, version = await bus.state(key, _since(request))
         return Response(state, media_type=BINARY_TYPE, headers=_version_headers(version))
     if wanted == SSE_TYPE:
-        return EventStream(bus.stream(key, after=_last_event_id(request)), {})
+        after = _last_event_id(request)
+        return EventStream(lambda on_close: bus.stream(key, after=after, on_close=on_close), {})
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
 
 
@@ -148,13 +149,17 @@ def _last_event_id(request: Request) -> int | None:
     return seq if seq >= 0 else None
 
 
-async def _change(request: Request) -> Change:
+async def _change(request: Request, key: Key) -> Change:
     media = _media_type(request)
     if request.method == "DELETE":
         return Delete()
     if request.method == "PUT":
         if media == JSON_TYPE:
-            return PutValue(parse_object(await _body(request)))
+            value = parse_object(await _body(request))
+            parents = _parents(request)
+            if parents is None:
+                return PutValue(value)
+            return PutValue(value, await _bus(request).value_at(key, parents))
         if media == BINARY_TYPE:
             update = await _body(request)
             if not update:
@@ -167,6 +172,17 @@ async def _change(request: Request) -> Change:
     if media in (MERGE_PATCH_TYPE, JSON_TYPE):
         return Patch(parse_object(await _body(request), what="the merge patch"))
     raise UnsupportedMediaType(f"PATCH takes {MERGE_PATCH_TYPE}, not {media or 'no Content-Type'}")
+
+
+def _parents(request: Request) -> int | None:
+    """The version a write builds on (Braid's ``Parents: "<version>"``), if named."""
+    header = request.headers.get("parents", "").strip()
+    if not header:
+        return None
+    versions = [item.strip().strip('"') for item in header.split(",")]
+    if not all(v.isdigit() for v in versions):
+        raise InvalidBody(f'Parents must list versions of this node, like "42"; got {header!r}')
+    return max(int(v) for v in versions)
 
 
 def _media_type(request: Request) -> str:

@@ -20,7 +20,7 @@ comment ``: heartbeat``.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import anyio
@@ -66,8 +66,12 @@ class EventStream:
 
     media_type = b"text/event-stream; charset=utf-8"
 
-    def __init__(self, batches: AsyncGenerator[list[Event], None], headers: dict[str, str]) -> None:
-        self._batches = batches
+    def __init__(
+        self,
+        subscribe: Callable[[Callable[[], None]], AsyncGenerator[list[Event], None]],
+        headers: dict[str, str],
+    ) -> None:
+        self._subscribe = subscribe  # called with the callback that ends this response
         self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,17 +89,18 @@ class EventStream:
         )
         retry = ServerSentEvent(retry=RETRY_MS).encode()
         await send({"type": "http.response.body", "body": retry, "more_body": True})
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_until_disconnect, receive, tg.cancel_scope)
-            async with aclosing(self._batches) as batches:
-                async for batch in batches:
-                    body = b"".join([sse(event) for event in batch])
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-            tg.cancel_scope.cancel()
+        with CancelScope() as ending:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_disconnect, receive, ending)
+                async with aclosing(self._subscribe(ending.cancel)) as batches:
+                    async for batch in batches:
+                        body = b"".join([sse(event) for event in batch])
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                ending.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _until_disconnect(receive: Receive, scope: CancelScope) -> None:
+async def _until_disconnect(receive: Receive, ending: CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    scope.cancel()
+    ending.cancel()

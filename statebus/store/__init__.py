@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-__all__ = ["DocLog", "Entry", "KeyInfo", "SQLiteStore", "Store"]
+__all__ = ["DocLog", "Entry", "KeyInfo", "SQLiteStore", "Store", "StoreStats"]
 
 
 @dataclass(slots=True, eq=False)
@@ -47,6 +47,14 @@ class DocLog:
     entries: list[Entry] = field(default_factory=list)
     head: int = 0
     exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """Counters since open: how well group commit is batching."""
+
+    commits: int
+    entries: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def info(self, key: str) -> KeyInfo | None:
         """The key's bookkeeping, or None when it was never written."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> StoreStats: ...
 
     @abc.abstractmethod
     async def head(self) -> int:

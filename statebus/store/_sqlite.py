@@ -22,7 +22,7 @@ from typing import Any
 import anyio.to_thread
 
 from ..errors import StoreError
-from . import CommitListener, DocLog, Entry, KeyInfo, Store
+from . import CommitListener, DocLog, Entry, KeyInfo, Store, StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ class SQLiteStore(Store):
         self._readers_lock = threading.Lock()
         self._doc_ids: dict[str, int] = {}
         self._next_seq = 1
+        self._commits = 0
+        self._entries = 0
         self._state = "new"
 
     # -- lifecycle ---------------------------------------------------------
@@ -152,6 +154,10 @@ class SQLiteStore(Store):
 
     # -- writes ------------------------------------------------------------
 
+    @property
+    def stats(self) -> StoreStats:
+        return StoreStats(self._commits, self._entries)
+
     def listen(self, listener: CommitListener) -> None:
         self._listener = listener
 
@@ -205,6 +211,8 @@ class SQLiteStore(Store):
                 else:
                     self._write_entries(conn, job)
             conn.execute("COMMIT")
+            self._commits += 1
+            self._entries += sum(len(job.stored) for job in jobs)
         except sqlite3.Error as exc:
             log.error("store commit of %d jobs failed: %s", len(jobs), exc)
             with contextlib.suppress(sqlite3.Error):

@@ -7,9 +7,11 @@ from typing import Any
 import httpx
 import pytest
 
+from statebus.computed import Computed
 from tests.apps.peers import follow
 from tests.conftest import Node, NodeFactory
 from tests.sse import open_stream
+from tests.wait import eventually
 
 APP = "apps.twitter_clone"
 
@@ -47,13 +49,28 @@ async def test_own_posts_newest_first_with_threads_likes_and_names(app_node: Nod
         value = await timeline_until(
             http, lambda v: len(v["posts"]) == 2 and v["posts"][1]["likes"] == 1
         )
-    assert value["me"] == {"id": me, "name": "Ada", "bio": "engines"}
+    assert value["following"] == []
     second, first = value["posts"]
     assert second["text"] == "<b>second</b>"  # kept verbatim: the page escapes it
     assert (first["key"], first["name"], first["author"]) == (f"/~{me}/posts/1", "Ada", me)
     assert (first["likes"], first["liked"]) == (1, True)
     assert [reply["text"] for reply in first["replies"]] == ["re"]
     assert first["replies"][0]["reply_to"] == f"/~{me}/posts/1"
+
+
+async def test_a_node_that_never_used_the_app_holds_no_timeline(app_node: Node) -> None:
+    app = app_node.running.app
+    assert app is not None
+    computed: Computed = app.state.computed
+    async with app_node.client() as http:
+        before = computed.runs("/timeline")
+        await http.put("/profile", json={"name": "Ada"})
+        await eventually(lambda: computed.runs("/timeline") > before)
+        assert (
+            await http.get("/timeline", headers={"Accept": "application/json"})
+        ).status_code == 404
+        listing = (await http.get("/", headers={"Accept": "application/json"})).json()
+        assert [entry["key"] for entry in listing["keys"]] == ["/profile"]
 
 
 async def test_timeline_updates_when_a_followed_post_arrives(node_factory: NodeFactory) -> None:

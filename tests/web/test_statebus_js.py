@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from playwright.async_api import Page
@@ -102,9 +101,9 @@ async def test_live_key_and_folder_tell_each_change_once(
         """() => new Promise((resolve) => bus.get('/counter', (value) => resolve(value)))"""
     )
     assert late == {"n": 10}
-    assert node.running.bus.subscribers == 2
+    assert node.running.bus.stats().subscribers == 2
     await page.evaluate("() => bus.close()")
-    await eventually(lambda: node.running.bus.subscribers == 0)
+    await eventually(lambda: node.running.bus.stats().subscribers == 0)
     await pages.screenshot(page)
 
 
@@ -113,7 +112,7 @@ async def test_reconnect_after_restart_resumes_and_flushes_queued_writes(
 ) -> None:
     node: Node = await node_factory()
     # Restart on the same port, so that the page's origin (and cookie) stays valid.
-    node.settings = dataclasses.replace(node.settings, port=urlsplit(node.url).port or 0)
+    node.settings = dataclasses.replace(node.settings, port=node.port)
     async with node.client() as http:
         await http.put("/items/a", json={"n": 0})
     page = await pages.open(node, BLANK)

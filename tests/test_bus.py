@@ -1,0 +1,196 @@
+"""The bus under pressure: stuck readers, many keys, long logs."""
+
+from __future__ import annotations
+
+import base64
+import tracemalloc
+from typing import Any
+
+import anyio
+import httpx
+from pycrdt import Doc, Map
+
+from statebus.bus import Patch, PutValue
+from statebus.keys import parse_key
+from statebus.values import normalize
+from tests.conftest import Node, NodeFactory
+from tests.sse import open_stream
+
+JSON = {"Accept": "application/json"}
+BINARY = {"Accept": "application/octet-stream"}
+
+
+async def write_many(
+    node: Node, key: str, count: int, *, writers: int = 50, first: int = 0
+) -> None:
+    """``count`` PATCHes through the bus's one write path, ``writers`` at a time."""
+    bus = node.running.bus
+    parsed = parse_key(key, bus.own)
+
+    async def writer(start: int) -> None:
+        for n in range(first + start, first + count, writers):
+            await bus.apply(parsed, Patch({f"f{n % 10}": n, "last": n}))
+
+    async with anyio.create_task_group() as tg:
+        for start in range(writers):
+            tg.start_soon(writer, start)
+
+
+async def test_a_reader_that_never_reads_does_not_grow_memory(node_factory: NodeFactory) -> None:
+    node = await node_factory(queue_limit=64)
+    bus = node.running.bus
+    # Each event carries the whole value: ~4 KiB, so 10,000 of them are ~40 MiB,
+    # far more than the kernel's socket buffers can hide.
+    await bus.apply(parse_key("/hot", bus.own), PutValue({"filler": "z" * 4000}))
+    # A real SSE connection whose client never reads a byte.
+    stuck = await anyio.connect_tcp("127.0.0.1", node.port)
+    await stuck.send(
+        f"GET /hot HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {node.token}\r\n\r\n".encode()
+    )
+    with anyio.fail_after(10):
+        assert (await stuck.receive()).startswith(b"HTTP/1.1 200")  # subscribed; now stop reading
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        largest = 0
+        for thousand in range(10):  # 10,000 updates in all
+            await write_many(node, "/hot", 1000, first=thousand * 1000)
+            largest = max(largest, bus.stats().largest_backlog)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert largest <= 64
+    assert bus.stats().overflows >= 1  # the bound was reached, and held
+    assert growth < 3 * 1024 * 1024, f"memory grew by {growth} bytes"
+
+    # Once it reads again, the stuck reader is resynced to the present.
+    async with node.client() as client:
+        final = (await client.get("/hot", headers=JSON)).json()
+    assert final["last"] >= 9950  # the writers of the last thousand finish in any order
+    received = bytearray()
+    wanted = f'"last":{final["last"]}'.encode()
+    with anyio.fail_after(30):
+        while wanted not in received[-(1 << 21) :]:  # the last event is a whole Yjs state
+            received += await stuck.receive(1 << 20)
+    await stuck.aclose()
+
+
+async def test_a_slow_reader_is_resynced_with_nothing_lost(node_factory: NodeFactory) -> None:
+    node = await node_factory(queue_limit=4, replay_limit=10_000)
+    async with node.client() as client:
+        await client.put("/slow", json={"n": -1})
+        reader, stream = await open_stream(client, "/slow")
+        try:
+            first = await reader.data()
+            mirror: Doc[Any] = Doc()
+            mirror.apply_update(base64.b64decode(first.json()["update"]))
+            await write_many(node, "/slow", 300, writers=10)
+            head = node.running.bus.stats().head
+            seen: list[int] = []
+            with anyio.fail_after(20):
+                while not seen or seen[-1] != head:
+                    event = await reader.data()
+                    body = event.json()
+                    mirror.apply_update(base64.b64decode(body["update"]))
+                    # Every event's value is the state its update leads to.
+                    assert body["value"] == normalize(mirror.get("data", type=Map).to_py())
+                    seen.append(int(event.id or 0))
+            assert seen == sorted(set(seen))  # in order, nothing twice
+            state = (await client.get("/slow", headers=BINARY)).content
+            server: Doc[Any] = Doc()
+            server.apply_update(state)
+            assert mirror.get("data", type=Map).to_py() == server.get("data", type=Map).to_py()
+            assert node.running.bus.stats().overflows >= 1
+        finally:
+            await stream.aclose()
+
+
+async def test_live_documents_stay_under_their_bound(node_factory: NodeFactory) -> None:
+    node = await node_factory(max_docs=10)
+    bus = node.running.bus
+    for i in range(60):
+        await bus.apply(parse_key(f"/many/{i}", bus.own), PutValue({"i": i}))
+        assert bus.stats().live_docs <= 10
+    async with node.client() as client:
+        for i in range(60):  # evicted documents come back from the log intact
+            assert (await client.get(f"/many/{i}", headers=JSON)).json() == {"i": i}
+    assert bus.stats().live_docs <= 10
+
+
+async def test_compaction_keeps_the_value_the_diffs_and_the_signatures(
+    node_factory: NodeFactory,
+) -> None:
+    node = await node_factory(compact_after=20)
+    async with node.client() as client:
+        await client.put("/long", json={"start": True})
+        mirror: Doc[Any] = Doc()
+        mirror.apply_update((await client.get("/long", headers=BINARY)).content)
+        old_state = mirror.get_state()
+        await write_many(node, "/long", 200, writers=4)
+        bus = node.running.bus
+        store = bus._store
+        with anyio.fail_after(10):
+            while True:  # compaction runs in the background
+                info = await store.info(f"/~{bus.own}/long")
+                if info is not None and info.log_entries <= 21:
+                    break
+                await anyio.sleep(0.02)
+        log = await store.load(f"/~{bus.own}/long")
+        assert log.entries[0].snapshot
+        # The snapshot is an entry signed by the namespace's owner, like any other.
+        from statebus.identity import verify_entry
+
+        for entry in log.entries:
+            verify_entry(bus.own, bus.own, "/long", entry.update, entry.signature)
+        value = (await client.get("/long", headers=JSON)).json()
+        assert value["start"] is True and value["last"] >= 196
+        diff = await client.get(
+            "/long",
+            params={"since": base64.urlsafe_b64encode(old_state).decode().rstrip("=")},
+            headers=BINARY,
+        )
+        mirror.apply_update(diff.content)
+        assert mirror.get("data", type=Map).to_py() == {
+            k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in value.items()
+        }
+        # A reader resuming from before the snapshot gets the whole state.
+        reader, stream = await open_stream(client, "/long", {"Last-Event-ID": "1"})
+        try:
+            assert (await reader.data()).json()["value"] == value
+        finally:
+            await stream.aclose()
+    # And all of it survives a restart.
+    await node.stop()
+    await node.start()
+    async with node.client() as client:
+        assert (await client.get("/long", headers=JSON)).json() == value
+
+
+async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:
+    bus = node.running.bus
+    await bus.apply(parse_key("/once", bus.own), PutValue({"a": 1}))
+    await node.stop()
+    await node.start()
+    bus = node.running.bus
+    results: list[Any] = []
+    async with node.client() as client:
+
+        async def read() -> None:
+            results.append((await client.get("/once", headers=JSON)).json())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(read)
+    assert results == [{"a": 1}] * 20
+    assert bus.stats().live_docs == 1
+
+
+async def test_stream_of_a_never_written_folder_is_just_synced(client: httpx.AsyncClient) -> None:
+    reader, stream = await open_stream(client, "/empty/")
+    try:
+        synced = await reader.data()
+        assert synced.event == "synced"
+    finally:
+        await stream.aclose()

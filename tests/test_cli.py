@@ -1,0 +1,138 @@
+"""The command line, run as a user runs it: a real process, its exit code, its words."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.processes import NodeProcess, env, statebus_command
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        statebus_command(*args), env=env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.match(r"statebus( \w+)?: error: ", lines[0]), lines[0]
+    return lines[0]
+
+
+def test_help_explains_every_flag() -> None:
+    result = run("serve", "--help")
+    assert result.returncode == 0
+    for flag in ["--host", "--port", "--data", "--peer", "--max-body", "--log-level"]:
+        assert flag in result.stdout
+    top = run("--help")
+    for command in ["serve", "get", "put", "watch"]:
+        assert command in top.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("serve", "--bogus"),
+        ("serve", "--port", "eighty"),
+        ("frobnicate",),
+        ("get",),
+    ],
+)
+def test_a_bad_flag_is_one_line(args: tuple[str, ...]) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    one_line_error(result)
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--port", str(port), "--data", str(tmp_path / "d"))
+    assert one_line_error(result).endswith(f"port {port} on 127.0.0.1 is already in use")
+
+
+def test_an_unusable_data_directory_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run("serve", "--port", "0", "--data", str(blocker / "data"))
+    assert "cannot create data directory" in one_line_error(result)
+    result = run("serve", "--port", "0", "--data", str(blocker))
+    assert "not a directory" in one_line_error(result)
+
+
+def test_a_damaged_key_file_is_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "identity.key").write_text("{ not json")
+    assert "identity.key" in one_line_error(run("serve", "--port", "0", "--data", str(data)))
+
+
+async def test_get_put_and_watch_against_a_running_node(tmp_path: Path) -> None:
+    node = await NodeProcess(tmp_path / "data").start()
+    data = str(tmp_path / "data")
+    try:
+        put = await anyio.to_thread.run_sync(
+            lambda: run("put", "/profile", '{"name": "Ada"}', "--data", data)
+        )
+        assert put.returncode == 0, put.stderr
+        assert json.loads(put.stdout)["key"] == "/profile"
+        got = await anyio.to_thread.run_sync(lambda: run("get", "/profile", "--data", data))
+        assert got.returncode == 0 and json.loads(got.stdout) == {"name": "Ada"}
+        by_url = await anyio.to_thread.run_sync(
+            lambda: run("get", "profile", "--node", node.url, "--token", node.token)
+        )
+        assert json.loads(by_url.stdout) == {"name": "Ada"}
+        listing = await anyio.to_thread.run_sync(lambda: run("get", "/", "--data", data))
+        assert [k["key"] for k in json.loads(listing.stdout)["keys"]] == ["/profile"]
+
+        watch = await anyio.open_process(
+            statebus_command("watch", "/profile", "--data", data), env=env()
+        )
+        try:
+            assert watch.stdout is not None
+            lines = watch.stdout
+
+            async def next_line() -> dict[str, object]:
+                buffered = b""
+                with anyio.fail_after(20):
+                    while b"\n" not in buffered:
+                        buffered += await lines.receive(1)
+                line: dict[str, object] = json.loads(buffered)
+                return line
+
+            first = await next_line()
+            assert first["value"] == {"name": "Ada"} and "update" not in first
+            await anyio.to_thread.run_sync(
+                lambda: run("put", "/profile", '{"name": "Grace"}', "--data", data)
+            )
+            assert (await next_line())["value"] == {"name": "Grace"}
+        finally:
+            watch.kill()
+            await watch.aclose()
+
+        bad = await anyio.to_thread.run_sync(
+            lambda: run("put", "/profile", "{nope", "--data", data)
+        )
+        assert "not valid JSON" in one_line_error(bad)
+        refused = await anyio.to_thread.run_sync(
+            lambda: run("get", "/profile", "--node", node.url, "--token", "wrong")
+        )
+        assert "401 not_authenticated" in one_line_error(refused)
+        missing = await anyio.to_thread.run_sync(lambda: run("get", "/nothing", "--data", data))
+        assert "404 not_found" in one_line_error(missing)
+    finally:
+        await node.close()
+    gone = run("get", "/profile", "--data", str(tmp_path / "elsewhere"))
+    assert "no running node recorded" in one_line_error(gone)
