@@ -89,10 +89,12 @@ async def test_dependencies_are_what_the_last_run_read(
     await client.put("/b", json={"n": 2})
     computed.define("/picked", pick)
     await settle(client, "/picked", {"from": "a", "value": {"n": 1}})
+    await eventually(lambda: computed.runs("/picked") == 1)
     runs = computed.runs("/picked")
     await client.put("/b", json={"n": 3})  # not read by the last run: no run
     await client.put("/a", json={"n": 4})
     await settle(client, "/picked", {"from": "a", "value": {"n": 4}})
+    await eventually(lambda: computed.runs("/picked") > runs)  # counted after its write
     assert computed.runs("/picked") == runs + 1
     await client.put("/switch", json={"use": "b"})
     await settle(client, "/picked", {"from": "b", "value": {"n": 3}})
