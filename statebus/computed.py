@@ -40,6 +40,7 @@ from .bus import Bus, Delete, PutValue
 from .errors import NotFound, StatebusError
 from .identity import NodeId
 from .keys import Key, parse_key
+from .store import Entry
 from .values import validate
 
 __all__ = ["Computed", "Getter", "Reader"]
@@ -167,7 +168,7 @@ class Computed:
         if self._state != "new":
             raise RuntimeError(f"Computed cannot open when {self._state}")
         self._state = "open"
-        self._unwatch = self._bus.watch(self._on_commit)
+        self._unwatch = self._bus.listen(self._on_commit)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         for view in self._views.values():
@@ -187,7 +188,8 @@ class Computed:
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)
 
-    def _on_commit(self, keys: list[str]) -> None:
+    def _on_commit(self, entries: list[Entry]) -> None:
+        keys = [entry.key for entry in entries]
         for view in self._views.values():
             view.notice(keys)
 

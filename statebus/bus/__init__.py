@@ -26,7 +26,7 @@ from pycrdt import get_update, merge_updates
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..identity import Identity, NodeId, sign_entry
 from ..keys import Key, folders_of
-from ..store import Entry, KeyInfo, Store
+from ..store import CommitListener, Entry, KeyInfo, Store
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
@@ -75,7 +75,7 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._compacting: set[str] = set()
         self._head = 0
-        self._watchers: list[Callable[[list[str]], None]] = []
+        self._listeners: list[CommitListener] = []
         self._closing = False
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -145,11 +145,11 @@ class Bus:
             head=self._head,
         )
 
-    def watch(self, watcher: Callable[[list[str]], None]) -> Callable[[], None]:
-        """Call ``watcher`` with the canonical keys of every committed batch; return
-        the function that stops it. It runs on the loop inside the commit: no blocking."""
-        self._watchers.append(watcher)
-        return lambda: self._watchers.remove(watcher)
+    def listen(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` with every committed batch (on the loop, never awaiting);
+        returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     # -- reads -------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class Bus:
         return entry.seq or live.head
 
     def _on_commit(self, entries: list[Entry]) -> None:
-        """Publish committed entries, in seq order, to every subscriber and watcher."""
+        """Publish committed entries, in seq order, to every subscriber and listener."""
         for entry in entries:
             self._head = max(self._head, entry.seq)
             live = self._docs.peek(entry.key)
@@ -294,10 +294,8 @@ class Bus:
             )
             for sub in targets:
                 sub.push(event)
-        if self._watchers:
-            keys = [entry.key for entry in entries]
-            for watcher in list(self._watchers):
-                watcher(keys)
+        for listener in list(self._listeners):
+            listener(entries)
 
     # -- compaction --------------------------------------------------------
 
