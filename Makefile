@@ -5,15 +5,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := node_modules/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest jstest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+# The Node suites (tests/js) use yjs, eventsource and braid-http from package-lock.json.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m statebus serve --data .statebus
@@ -33,10 +39,13 @@ $(CHROMIUM):
 pytest: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+jstest: $(STAMP) $(NODE_STAMP)
+	STATEBUS_PYTHON=$(CURDIR)/$(BIN)/python node --test tests/js/
+
+test: lint typecheck pytest jstest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tests/artifacts
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache tests/artifacts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import signal
@@ -122,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="print the Server-Sent Events as they arrive"
     )
     _client_args(watch)
+    export = commands.add_parser(
+        "export",
+        help="write the whole node (keys, log, sharing) to one passphrase-encrypted file",
+        description="Passphrase from $STATEBUS_BACKUP_PASSPHRASE, or asked twice on a terminal. "
+        "Safe while the node runs.",
+    )
+    export.add_argument("file", type=Path, help="the backup file to write (must not exist)")
+    _data_arg(export)
+
+    restore = commands.add_parser(
+        "import",
+        help="restore a backup made by export into a new data directory",
+        description="Passphrase from $STATEBUS_BACKUP_PASSPHRASE, or asked on a terminal. "
+        "Nothing is written unless the whole file decrypts and checks out.",
+    )
+    restore.add_argument("file", type=Path, help="the backup file to read")
+    _data_arg(restore)
     return parser
 
 
@@ -130,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in ("export", "import"):
+            return _backup(args)
         return _client(args)
     except KeyboardInterrupt:
         return 130
@@ -211,6 +231,35 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+# -- backups -----------------------------------------------------------------
+
+
+def _backup_passphrase(*, confirm: bool) -> str:
+    passphrase = os.environ.get("STATEBUS_BACKUP_PASSPHRASE")
+    if passphrase is not None:
+        return passphrase
+    if not sys.stdin.isatty():
+        _fail("no passphrase: set STATEBUS_BACKUP_PASSPHRASE or run on a terminal")
+    passphrase = getpass.getpass("backup passphrase: ")
+    if confirm and getpass.getpass("again: ") != passphrase:
+        _fail("the passphrases differ")
+    return passphrase
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from . import backup
+
+    if args.command == "export":
+        size = backup.export(args.data, args.file, _backup_passphrase(confirm=True))
+        print(
+            f"wrote {args.file} ({size} bytes, encrypted): the key pair, the owner token, the log"
+        )
+        return 0
+    names = backup.restore(args.file, args.data, _backup_passphrase(confirm=False))
+    print(f"restored {', '.join(names)} into {args.data}")
+    return 0
 
 
 # -- clients -----------------------------------------------------------------

@@ -25,6 +25,7 @@
     │   └── ProtocolError
     ├── IdentityError           the node's own key: missing, sealed, wrong passphrase
     ├── DataDirError            the data directory cannot be created, read or written
+    ├── BackupError             a backup cannot be written or restored
     ├── StartupError            the node cannot start: its port is taken, its app failed
     └── StoreError              the node's own storage failed
 
@@ -158,6 +159,12 @@ class DataDirError(StatebusError):
     """The data directory cannot be created, read or written."""
 
     code = "data_dir_error"
+
+
+class BackupError(StatebusError):
+    """A backup cannot be written or restored: wrong passphrase, damaged file, busy target."""
+
+    code = "backup_error"
 
 
 class StartupError(StatebusError):

@@ -7,6 +7,12 @@ IEEE doubles as in JavaScript. Integers outside the safe range ±(2**53 - 1)
 cannot survive a JavaScript client and are refused (I-JSON, RFC 7493); an
 integral number reads back as an integer, so ``2.0`` reads back ``2``.
 
+Reading is total, as it must be for values a Yjs client made: what JSON cannot
+hold reads as ``JSON.stringify(ymap.toJSON())`` would show it in JavaScript,
+except binary content (a ``Uint8Array``), which reads as a base64 string.
+``NaN`` and infinities read as ``null``, XML types as their XML text, an
+embedded sub-document as ``{}``.
+
 Writing a value turns only its differences into CRDT operations, so that
 concurrent writers of other fields, other array items or other parts of a text
 are all kept. A second root map, ``_statebus``, holds the tombstone that a
@@ -17,12 +23,13 @@ Nothing here awaits: every function runs inside one pycrdt transaction.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import orjson
-from pycrdt import Array, Doc, Map, Text
+from pycrdt import Array, Doc, Map, Text, XmlElement, XmlFragment, XmlText
 
 from .errors import InvalidBody
 
@@ -101,7 +108,7 @@ class DocValue:
 
     def read(self) -> dict[str, JSON]:
         """The current value (an empty document reads as ``{}``)."""
-        value: dict[str, JSON] = normalize(self.data.to_py() or {})
+        value: dict[str, JSON] = normalize(plain(self.data) or {})
         return value
 
     def assign(self, value: Mapping[str, JSON]) -> None:
@@ -133,16 +140,39 @@ class DocValue:
             self.meta["deleted"] = False
 
 
+def plain(ytype: Map[Any] | Array[Any]) -> Any:
+    """pycrdt's Python view of a map or array, even when XML types sit inside."""
+    try:
+        return ytype.to_py()
+    except ValueError:  # "XmlFragment has no Python equivalent": walk it ourselves
+        return _walk(ytype)
+
+
+def _walk(value: Any) -> Any:
+    if isinstance(value, Map):
+        return {name: _walk(item) for name, item in value.items()}
+    if isinstance(value, Array):
+        return [_walk(item) for item in value]
+    if isinstance(value, Text | XmlFragment | XmlElement | XmlText):
+        return str(value)
+    return value
+
+
 def normalize(value: JSON) -> JSON:
-    """Turn pycrdt's Python view into JSON: integral floats back into ints."""
+    """Turn pycrdt's Python view into JSON: integral floats back into ints, and
+    what a Yjs client may store but JSON cannot hold into what JSON can."""
     if isinstance(value, float):
         if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
             return int(value)
-        return value
+        return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {name: normalize(item) for name, item in value.items()}
     if isinstance(value, list):
         return [normalize(item) for item in value]
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Doc):
+        return {}
     return value
 
 
@@ -163,8 +193,10 @@ def _prelim(value: JSON) -> Any:
 
 def _same(current: Any, value: JSON) -> bool:
     """Whether a Yjs value already equals a JSON value (types matter: True != 1)."""
-    if isinstance(current, Map | Array | Text):
-        return json_equal(normalize(current.to_py()), value)
+    if isinstance(current, Map | Array):
+        return json_equal(normalize(plain(current)), value)
+    if isinstance(current, Text | XmlFragment | XmlElement | XmlText):
+        return json_equal(str(current), value)
     return json_equal(normalize(current), value)
 
 
@@ -203,7 +235,7 @@ def _assign_slot(ymap: Map[Any], name: str, current: Any, item: JSON) -> None:
 
 def _assign_array(yarray: Array[Any], items: list[JSON]) -> None:
     """Keep the common head and tail; replace only the middle."""
-    current = [normalize(x) for x in yarray.to_py() or []]
+    current = [normalize(x) for x in plain(yarray) or []]
     head = 0
     limit = min(len(current), len(items))
     while head < limit and json_equal(current[head], items[head]):

@@ -14,9 +14,15 @@ import pytest
 from tests.processes import NodeProcess, env, statebus_command
 
 
-def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, timeout: float = 30, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        statebus_command(*args), env=env(), capture_output=True, text=True, timeout=timeout
+        statebus_command(*args),
+        env=env() | (extra_env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

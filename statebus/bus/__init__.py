@@ -73,6 +73,7 @@ class Bus:
         self._heartbeat_seconds = heartbeat_seconds
         self._replay_limit = replay_limit
         self._values: dict[Entry, Any] = {}
+        self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
         self._head = 0
         self._listeners: list[CommitListener] = []
@@ -214,8 +215,12 @@ class Bus:
 
     # -- the one write path ------------------------------------------------
 
-    async def apply(self, key: Key, change: Change) -> int:
-        """Run ``change`` on the key, durably; return the key's new version."""
+    async def apply(self, key: Key, change: Change, *, origin: str | None = None) -> int:
+        """Run ``change`` on the key, durably; return the key's new version.
+
+        ``origin`` tags the change's event, so that the reader that wrote it
+        (``stream(..., origin=...)``) is not sent its own echo.
+        """
         canonical = self._document(key)
         if key.namespace != self.own:
             raise Forbidden(f"only {key.namespace}'s owner writes {key.canonical}")
@@ -232,7 +237,7 @@ class Bus:
             sign_entry(self._identity, key.namespace, key.path, update),
             exists=not live.view.deleted,
         )
-        return await self._append(live, entry)
+        return await self._append(live, entry, origin)
 
     def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
         """Run the change in one transaction; the update to store, or None for no change."""
@@ -254,14 +259,17 @@ class Bus:
             return merge_updates(raw, undelete) if undelete else raw
         return raw
 
-    async def _append(self, live: LiveDoc, entry: Entry) -> int:
+    async def _append(self, live: LiveDoc, entry: Entry, origin: str | None) -> int:
         if self._registry.targets(entry.key, folders_of(entry.key)):
             self._values[entry] = live.view.read() if entry.exists else None
+        if origin is not None:
+            self._origins[entry] = origin
         live.pending += 1
         try:
             await self._store.append([entry])
         except StoreError:
             self._values.pop(entry, None)
+            self._origins.pop(entry, None)
             self._docs.drop(live.key)  # the Doc may hold what the disk does not
             raise
         finally:
@@ -279,6 +287,7 @@ class Bus:
                 if live.log_entries > self._compact_after:
                     self._schedule_compaction(live)
             value = self._values.pop(entry, _MISSING)
+            origin = self._origins.pop(entry, None)
             targets = self._registry.targets(entry.key, folders_of(entry.key))
             if not targets:
                 continue
@@ -291,6 +300,7 @@ class Bus:
                 value=value,
                 update=entry.update,
                 entry=entry,
+                origin=origin,
             )
             for sub in targets:
                 sub.push(event)
@@ -352,15 +362,19 @@ class Bus:
         key: Key,
         *,
         after: int | None = None,
+        origin: str | None = None,
+        heartbeat: float | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events for a key or folder: first its state, then each change.
 
         ``after`` resumes from a seq the reader has seen (``Last-Event-ID``):
-        only what changed since, nothing twice. The stream ends when the bus
-        closes it (shutdown), and then ``on_close`` is called so that a writer
-        blocked on a client that stopped reading can be cancelled; the caller
-        must close the generator.
+        only what changed since, nothing twice. Live changes written with this
+        ``origin`` are skipped (the reader made them). ``heartbeat`` asks for a
+        heartbeat after that many idle seconds, besides the bus's own ticker.
+        The stream ends when the bus closes it (shutdown), and then ``on_close``
+        is called so that a writer blocked on a client that stopped reading can
+        be cancelled; the caller must close the generator.
         """
         sub = Subscriber(key.canonical, self._queue_limit, self._registry.count_overflow, on_close)
         if self._closing:
@@ -381,12 +395,13 @@ class Bus:
                         if event.kind == Kind.HEARTBEAT:
                             events.append(event)
                         elif event.seq > last:
-                            events.append(event)
                             last = event.seq
+                            if origin is None or event.origin != origin:
+                                events.append(event)
                 if events:
                     yield events
-                else:
-                    await sub.wait()
+                elif not await sub.wait(heartbeat):
+                    yield [HEARTBEAT]
         finally:
             self._registry.remove(sub)
             sub.close()

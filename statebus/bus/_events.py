@@ -35,7 +35,7 @@ class Kind(enum.IntEnum):
 class Event:
     """One thing a subscriber is told, encoded at most once per wire format."""
 
-    __slots__ = ("_encoded", "entry", "key", "kind", "seq", "update", "value")
+    __slots__ = ("_encoded", "entry", "key", "kind", "origin", "seq", "update", "value")
 
     def __init__(
         self,
@@ -46,6 +46,7 @@ class Event:
         value: Any = None,
         update: bytes = b"",
         entry: Entry | None = None,
+        origin: str | None = None,
     ) -> None:
         self.kind = kind
         self.key = key  # as the subscriber names it: short for the own namespace
@@ -53,6 +54,7 @@ class Event:
         self.value = value
         self.update = update
         self.entry = entry
+        self.origin = origin  # the tag the write carried (a Braid ``Peer``), if any
         self._encoded: dict[str, bytes] = {}
 
     def encoded(self, fmt: str, encode: Callable[[Event], bytes]) -> bytes:
@@ -123,15 +125,22 @@ class Subscriber:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Return once there is something to read, an overflow, or a close."""
+    async def wait(self, idle: float | None = None) -> bool:
+        """Return once there is something to read, an overflow, or a close: True;
+        or False when ``idle`` seconds passed first (a timer handle, not a cancel
+        scope: this is the fan-out's hot path)."""
         if self.queue or self.closed or self.overflowed:
-            return
-        self.waiter = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        timer = None if idle is None else loop.call_later(idle, self._wake)
         try:
             await self.waiter
         finally:
             self.waiter = None
+            if timer is not None:
+                timer.cancel()
+        return bool(self.queue) or self.closed or self.overflowed
 
     def drain(self) -> list[Event]:
         events = list(self.queue)

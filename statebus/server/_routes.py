@@ -1,4 +1,4 @@
-"""The HTTP surface of documents: GET (JSON, binary, SSE), PUT, PATCH, DELETE.
+"""The HTTP surface of documents: GET (JSON, binary, SSE, Braid), PUT, PATCH, DELETE.
 
 Routes parse, authorize and negotiate; the bus does the work; errors are
 raised as ``statebus.errors`` and rendered by the one handler table.
@@ -30,6 +30,7 @@ from ..keys import Key, parse_key
 from ..settings import Settings
 from ..values import parse_object
 from ._auth import TOKEN_COOKIE, is_owner
+from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
 from ._sse import EventStream
 
 JSON_TYPE = "application/json"
@@ -78,7 +79,7 @@ async def document(request: Request) -> Response | ASGIApp:
     if request.method in ("GET", "HEAD"):
         return await _read(request, key)
     change = await _change(request, key)
-    version = await _bus(request).apply(key, change)
+    version = await _bus(request).apply(key, change, origin=_peer(request))
     return JSONResponse(
         {"key": key.display(_bus(request).own), "version": version},
         headers=_version_headers(version),
@@ -89,8 +90,11 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
     bus = _bus(request)
     accept = request.headers.get("accept", "").strip() or "*/*"
     wanted = mimeparse.best_match(READABLE, accept)
-    if request.method == "HEAD" and wanted == SSE_TYPE:
-        wanted = JSON_TYPE
+    if request.method == "HEAD":
+        if wanted == SSE_TYPE:
+            wanted = JSON_TYPE
+    elif subscribes(request.headers) and not (wanted == SSE_TYPE and SSE_TYPE in accept.lower()):
+        return _braid(request, key, accept)
     if wanted == JSON_TYPE:
         if key.is_folder:
             return await _listing(request, key)
@@ -103,8 +107,40 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         return Response(state, media_type=BINARY_TYPE, headers=_version_headers(version))
     if wanted == SSE_TYPE:
         after = _last_event_id(request)
-        return EventStream(lambda on_close: bus.stream(key, after=after, on_close=on_close), {})
+        origin = _peer(request)
+        return EventStream(
+            lambda on_close: bus.stream(key, after=after, origin=origin, on_close=on_close), {}
+        )
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
+
+
+def _braid(request: Request, key: Key, accept: str) -> ASGIApp:
+    """A Braid-HTTP subscription (``Subscribe`` header): JSON snapshots, resumable by Parents."""
+    if key.is_folder:
+        raise NotAcceptable(
+            "a Braid subscription follows one document; "
+            "subscribe to a folder with Accept: text/event-stream"
+        )
+    if mimeparse.quality(JSON_TYPE, accept) <= 0:
+        raise NotAcceptable(
+            f"a Braid subscription sends {JSON_TYPE} snapshots; for Yjs updates "
+            f"subscribe with Accept: {SSE_TYPE} (each event carries its update)"
+        )
+    parents = parents_seq(request.headers)
+    heartbeat = heartbeat_seconds(request.headers)
+    bus, origin = _bus(request), _peer(request)
+    return BraidStream(
+        lambda on_close: bus.stream(
+            key, after=parents, origin=origin, heartbeat=heartbeat, on_close=on_close
+        ),
+        parents=parents,
+        heartbeat=heartbeat,
+    )
+
+
+def _peer(request: Request) -> str | None:
+    """The Braid ``Peer`` header: the client's tag for its own writes and subscriptions."""
+    return request.headers.get("peer") or None
 
 
 async def _listing(request: Request, folder: Key) -> Response:
@@ -153,6 +189,11 @@ async def _change(request: Request, key: Key) -> Change:
     media = _media_type(request)
     if request.method == "DELETE":
         return Delete()
+    if "content-range" in request.headers or "patches" in request.headers:
+        raise InvalidBody(
+            "range patches (Content-Range, Patches) are not supported: PUT the whole JSON "
+            f"value, PATCH a {MERGE_PATCH_TYPE} document, or PUT a Yjs update"
+        )
     if request.method == "PUT":
         if media == JSON_TYPE:
             value = parse_object(await _body(request))

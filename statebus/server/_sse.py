@@ -62,8 +62,13 @@ def sse(event: Event) -> bytes:
 
 
 class EventStream:
-    """An ASGI response that streams a bus subscription as SSE until either side ends."""
+    """An ASGI response that streams a bus subscription as SSE until either side ends.
 
+    The framing hooks (``status``, ``start_headers``, ``preamble``, ``encode``)
+    are what another wire format (Braid-HTTP, ``_braid.py``) overrides.
+    """
+
+    status = 200
     media_type = b"text/event-stream; charset=utf-8"
 
     def __init__(
@@ -74,27 +79,33 @@ class EventStream:
         self._subscribe = subscribe  # called with the callback that ends this response
         self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
+    def start_headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", self.media_type),
+            (b"cache-control", b"no-store"),
+            (b"x-accel-buffering", b"no"),
+            *self._headers,
+        ]
+
+    def preamble(self) -> bytes:
+        return ServerSentEvent(retry=RETRY_MS).encode()
+
+    def encode(self, batch: list[Event]) -> bytes:
+        return b"".join([sse(event) for event in batch])
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", self.media_type),
-                    (b"cache-control", b"no-store"),
-                    (b"x-accel-buffering", b"no"),
-                    *self._headers,
-                ],
-            }
+            {"type": "http.response.start", "status": self.status, "headers": self.start_headers()}
         )
-        retry = ServerSentEvent(retry=RETRY_MS).encode()
-        await send({"type": "http.response.body", "body": retry, "more_body": True})
+        preamble = self.preamble()
+        if preamble:
+            await send({"type": "http.response.body", "body": preamble, "more_body": True})
         with CancelScope() as ending:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_until_disconnect, receive, ending)
                 async with aclosing(self._subscribe(ending.cancel)) as batches:
                     async for batch in batches:
-                        body = b"".join([sse(event) for event in batch])
+                        body = self.encode(batch)
                         await send({"type": "http.response.body", "body": body, "more_body": True})
                 ending.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
