@@ -231,22 +231,22 @@
     $('app-link').hidden = !app.ok;
   }
 
+  /* One row of GET /_peers: {id, address, dialled, connected, last_sync, entries_in, ...}. */
   function peerRow(peer) {
-    const id = peer.id || peer.node || peer.node_id || '';
-    const state = peer.state || (peer.connected ? 'connected' : 'disconnected');
-    const facts = [];
-    for (const [name, value] of Object.entries(peer)) {
-      if (['id', 'node', 'node_id', 'state', 'connected'].includes(name)) continue;
-      if (value === null || value === '' || typeof value === 'object') continue;
-      facts.push(`${name.replace(/_/g, ' ')}: ${value}`);
-    }
+    const facts = [
+      peer.dialled ? `dials ${peer.address}` : 'dialled this node',
+      peer.last_sync ? `last sync ${new Date(peer.last_sync).toLocaleString()}` : 'not synced yet',
+      `entries in ${peer.entries_in ?? 0} · out ${peer.entries_out ?? 0}`,
+    ];
+    if (peer.refused) facts.push(`refused ${peer.refused}`);
     return el(
       'li',
       {},
-      el('span', {className: `dot ${state === 'connected' ? 'on' : 'off'}`, title: state}),
-      id ? link(`~${shortId(id)}`, `/~${id}/`) : el('span', {textContent: '?'}),
-      el('span', {className: 'muted', textContent: ` ${state}`}),
+      el('span', {className: `dot ${peer.connected ? 'on' : 'off'}`}),
+      link(`~${shortId(peer.id)}`, `/~${peer.id}/`),
+      el('span', {className: 'muted', textContent: peer.connected ? ' connected' : ' not connected'}),
       el('div', {className: 'facts', textContent: facts.join(' · ')}),
+      peer.last_error ? el('div', {className: 'facts error', textContent: peer.last_error}) : null,
     );
   }
 
@@ -258,8 +258,7 @@
         cache: 'no-store',
       });
       if (response.ok) {
-        const body = await response.json();
-        list = Array.isArray(body) ? body : body.peers;
+        list = (await response.json()).peers;
       }
     } catch (_) {
       /* the node is away; the status line says so */
