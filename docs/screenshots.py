@@ -1,4 +1,6 @@
-"""Make the screenshots in docs/ from real nodes: ``PYTHONPATH=. .venv/bin/python docs/screenshots.py``.
+"""Make the screenshots in docs/ from real nodes.
+
+    PYTHONPATH=. .venv/bin/python docs/screenshots.py
 
 Two nodes on 127.0.0.1 (Alice and Bob, data in a temporary directory); Bob
 follows Alice when the nodes can peer (``POST /_peers``), and each writes a

@@ -18,6 +18,12 @@
   let shownKey = null;
   let current = null; // the shown key's value
   let editing = false;
+  let ownId = null;
+
+  /* Only the node's own namespace takes writes; another's is a replica. */
+  function writable(path) {
+    return !path.startsWith('/~') || (ownId !== null && path.startsWith(`/~${ownId}/`));
+  }
 
   function el(tag, props, ...children) {
     const node = document.createElement(tag);
@@ -124,6 +130,14 @@
     $('empty').hidden = names.length > 0;
   }
 
+  /* Offer writes only where the node takes them. */
+  function permit() {
+    $('new-key').hidden = shownFolder === null || !writable(shownFolder);
+    const mine = shownKey !== null && writable(shownKey);
+    $('edit').hidden = !mine;
+    $('delete').hidden = !mine || current === null;
+  }
+
   function showFolder(folder) {
     if (folder === shownFolder) return;
     shownFolder = folder;
@@ -164,7 +178,7 @@
       $('key-value').textContent = value === null ? 'no value' : JSON.stringify(value, null, 2);
       $('key-value').classList.toggle('none', value === null);
       $('key-version').textContent = info.version ? `version ${info.version}` : '';
-      $('delete').hidden = value === null;
+      permit();
       $('edit').textContent = value === null ? 'create' : 'edit';
       if (!first) flash($('key-value'));
       if (editing) $('editor-note').hidden = false;
@@ -217,6 +231,7 @@
     const folder = path.endsWith('/') ? path : parentOf(path);
     showFolder(folder);
     showKey(path.endsWith('/') ? null : path);
+    permit();
     document.title = `statebus · ${path}`;
   }
 
@@ -225,6 +240,8 @@
   async function node() {
     const response = await fetch('/_health', {cache: 'no-store'});
     const health = await response.json();
+    ownId = health.node;
+    permit();
     $('node-id').textContent = health.node;
     $('share-line').value = `${health.node}@${location.host}`;
     const app = await fetch('/_app/', {method: 'HEAD'});
@@ -234,7 +251,7 @@
   /* One row of GET /_peers: {id, address, dialled, connected, last_sync, entries_in, ...}. */
   function peerRow(peer) {
     const facts = [
-      peer.dialled ? `dials ${peer.address}` : 'dialled this node',
+      peer.dialled ? `dials ${String(peer.address).split('@').pop()}` : 'dialled this node',
       peer.last_sync ? `last sync ${new Date(peer.last_sync).toLocaleString()}` : 'not synced yet',
       `entries in ${peer.entries_in ?? 0} · out ${peer.entries_out ?? 0}`,
     ];

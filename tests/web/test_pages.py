@@ -9,8 +9,9 @@ import anyio
 import httpx
 from playwright.async_api import expect
 
+from tests.apps.peers import add_peer, share_line
 from tests.browser import Pages
-from tests.conftest import Node
+from tests.conftest import Node, NodeFactory
 
 BROWSER_ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
@@ -153,4 +154,29 @@ async def test_key_browser_tells_a_visitor_how_to_log_in(node: Node, pages: Page
     page = await pages.open(node, "/profile", login=False)
     await expect(page.locator("#login-hint")).to_be_visible()
     await expect(page.locator("#status")).to_have_text("not logged in")
+    await pages.screenshot(page)
+
+
+async def test_key_browser_shows_peers_and_their_namespaces(
+    node_factory: NodeFactory, pages: Pages
+) -> None:
+    a = await node_factory("a")
+    b = await node_factory("b")
+    await add_peer(b, a)  # skips this test on a node without a peer API
+    async with a.client() as http:
+        await http.put("/profile", json={"name": "A"})
+    page = await pages.open(b, "/_ui/")
+    peers = page.locator("#peer-list li")
+    await expect(peers).to_contain_text("connected", timeout=20_000)
+    await expect(peers).to_contain_text(f"dials {share_line(a).split('@')[1]}")
+    await peers.get_by_role("link").click()
+    await expect(page).to_have_url(f"{b.url}/~{a.node_id}/")
+    await expect(page.locator("#keys")).to_contain_text("profile", timeout=20_000)
+    async with a.client() as http:
+        await http.put("/profile", json={"name": "A, renamed at A"})
+    await expect(page.locator("#keys")).to_contain_text("renamed at A", timeout=20_000)
+    await expect(page.locator("#new-key")).to_be_hidden()  # a replica takes no writes here
+    await page.get_by_role("link", name="profile", exact=True).click()
+    await expect(page.locator("#key-value")).to_contain_text("renamed at A")
+    await expect(page.locator("#edit")).to_be_hidden()
     await pages.screenshot(page)
