@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from playwright.async_api import Page
+from playwright.async_api import Page, Route
 
 from tests.browser import BLANK, Pages
 from tests.conftest import Node
@@ -160,6 +161,52 @@ async def test_reconnect_after_restart_resumes_and_flushes_queued_writes(
     statuses = await page.evaluate("() => statuses")
     assert {"online": False, "pending": 3, "error": None} in statuses
     assert statuses[-1] == {"online": True, "pending": 0, "error": None}
+    await pages.screenshot(page)
+
+
+async def test_a_stream_the_browser_gave_up_on_is_opened_afresh(
+    node_factory: Any, pages: Pages
+) -> None:
+    node: Node = await node_factory()
+    node.settings = dataclasses.replace(node.settings, port=node.port)
+    async with node.client() as http:
+        await http.put("/items/a", json={"n": 1})
+        await http.put("/items/b", json={"n": 2})
+        await http.put("/counter", json={"n": 1})
+    page = await pages.open(node, BLANK)
+    await page.evaluate(RECORD, ["/counter", "/items/"])
+    await until(page, "seen['/counter'].length === 1 && seen['/items/'].length === 1")
+    refused: list[str] = []
+
+    async def refuse_first(route: Route) -> None:
+        # The first reconnection of each stream gets a 503: EventSource closes for good.
+        path = urlsplit(route.request.url).path
+        if path not in refused:
+            refused.append(path)
+            await route.fulfill(status=503, body="")
+        else:
+            await route.continue_()
+
+    await page.route(lambda url: urlsplit(url).path in ("/items/", "/counter"), refuse_first)
+    await node.stop()
+    await node.start()
+    async with node.client() as http:  # changes the fresh streams must bring
+        await http.delete("/items/a")
+        await http.put("/items/c", json={"n": 3})
+        await http.put("/counter", json={"n": 2})
+        await http.put("/counter", json={"n": 3})
+    await until(
+        page,
+        "seen['/counter'].at(-1).value.n === 3"
+        " && JSON.stringify(Object.keys(seen['/items/'].at(-1).value).sort())"
+        " === JSON.stringify(['/items/b', '/items/c'])",
+    )
+    assert sorted(refused) == ["/counter", "/items/"]
+    folder = await seen(page, "/items/")
+    assert [event.get("key") for event in folder[1:]] == ["/items/c", "/items/a"]
+    counter = await seen(page, "/counter")
+    versions = [event["version"] for event in counter]
+    assert versions == sorted(set(versions))  # a fresh state is told once, never again
     await pages.screenshot(page)
 
 
