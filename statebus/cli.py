@@ -123,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="print the Server-Sent Events as they arrive"
     )
     _client_args(watch)
+    share = commands.add_parser(
+        "share",
+        help="share a key or folder (a trailing /): public, with friends, or private again",
+        description="Changes the sharing rules (/_acl) of the running node of --data. "
+        "Private is the default for every key; a rule on a folder covers every key under it.",
+    )
+    share.add_argument("key", help="the key or folder, e.g. /profile or /posts/")
+    who = share.add_mutually_exclusive_group()
+    who.add_argument("--public", action="store_true", help="anyone may read it")
+    who.add_argument(
+        "--with", dest="friends", nargs="+", metavar="ID", help="only these node ids may read it"
+    )
+    who.add_argument("--private", action="store_true", help="only the owner may read it")
+    share.add_argument(
+        "--writers",
+        nargs="*",
+        metavar="ID",
+        help="these node ids may also write it (a group forum); no ids: nobody else writes",
+    )
+    _client_args(share)
+
     export = commands.add_parser(
         "export",
         help="write the whole node (keys, log, sharing) to one passphrase-encrypted file",
@@ -282,6 +303,8 @@ def _client(args: argparse.Namespace) -> int:
                 return _get(http, key)
             if args.command == "put":
                 return _put(http, key, args.value)
+            if args.command == "share":
+                return _share(http, key, args)
             return _watch(http, key, raw=args.raw)
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the node at {url}: {exc}")
@@ -313,6 +336,30 @@ def _put(http: httpx.Client, key: str, value: str) -> int:
     response = http.put(key, content=value.encode(), headers={"Content-Type": "application/json"})
     _check(response)
     print(json.dumps(response.json()))
+    return 0
+
+
+def _share(http: httpx.Client, key: str, args: argparse.Namespace) -> int:
+    rule: dict[str, object] = {}
+    if args.public:
+        rule["read"] = "public"
+    elif args.friends:
+        rule["read"] = args.friends
+    elif args.private:
+        rule["read"] = "private"
+    if args.writers is not None:
+        rule["write"] = args.writers
+    if not rule:
+        _fail("say who may read it (--public, --with ID..., --private) or write it (--writers)")
+    response = http.patch(
+        "/_acl",
+        content=json.dumps({key: rule}).encode(),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    _check(response)
+    current = http.get("/_acl", headers={"Accept": "application/json"})
+    _check(current)
+    print(json.dumps({key: current.json().get(key)}, ensure_ascii=False))
     return 0
 
 

@@ -81,18 +81,16 @@ class Reader:
         parsed = self.key(folder if folder.endswith("/") else folder + "/")
         self.folders.add(parsed.canonical)
         found: dict[str, dict[str, Any]] = {}
-        after = ""
-        while True:
-            infos = await self._bus.listing(parsed, after=after, limit=LISTING_PAGE)
+        after: str | None = ""
+        while after is not None:
+            infos, after = await self._bus.listing(parsed, after=after, limit=LISTING_PAGE)
             for info in infos:
                 try:
                     value, _version = await self._bus.read(self.key(info.key))
                 except NotFound:
                     continue  # deleted since the listing
                 found[info.key] = value
-            if len(infos) < LISTING_PAGE:
-                return found
-            after = infos[-1].key[len(parsed.display(self.own)) :]
+        return found
 
     async def namespaces(self) -> list[NodeId]:
         """The namespaces that hold values here, own first; a new one re-runs the getter."""

@@ -37,8 +37,19 @@ class Key:
         return self.path.endswith("/")
 
     @property
+    def is_machinery(self) -> bool:
+        """A document of the node's own machinery (``/_acl``), made only by the node."""
+        return self.path.startswith("/_")
+
+    @property
     def canonical(self) -> str:
-        """The one string under which the node stores and routes this key."""
+        """The one string under which the node stores and routes this key.
+
+        Machinery documents keep their bare path, outside every namespace's
+        key range, so that no folder ever lists or streams them.
+        """
+        if self.is_machinery:
+            return self.path
         return f"/~{self.namespace}{self.path}"
 
     def display(self, own: NodeId) -> str:

@@ -293,7 +293,7 @@ def _patch_map(ymap: Map[Any], patch: Mapping[str, JSON]) -> None:
             if isinstance(current, Map):
                 _patch_map(current, item)
             else:
-                ymap[name] = _prelim(_strip_nulls(item))
+                ymap[name] = _prelim(merge_patch({}, item))
         elif name in ymap:
             _assign_slot(ymap, name, ymap[name], item)
         else:
@@ -317,10 +317,15 @@ def _merge_map(ymap: Map[Any], base: Mapping[str, JSON], value: Mapping[str, JSO
             ymap[name] = _prelim(item)
 
 
-def _strip_nulls(patch: Mapping[str, JSON]) -> dict[str, JSON]:
-    """RFC 7396 applied to a missing target: nulls vanish at every depth."""
-    return {
-        name: _strip_nulls(item) if isinstance(item, dict) else item
-        for name, item in patch.items()
-        if item is not None
-    }
+def merge_patch(target: Mapping[str, JSON], patch: Mapping[str, JSON]) -> dict[str, JSON]:
+    """RFC 7396 on plain JSON, to check what a patch would make before it is applied."""
+    result = dict(target)
+    for name, item in patch.items():
+        if item is None:
+            result.pop(name, None)
+        elif isinstance(item, dict):
+            current = result.get(name)
+            result[name] = merge_patch(current if isinstance(current, dict) else {}, item)
+        else:
+            result[name] = item
+    return result

@@ -194,10 +194,12 @@ async def test_head_with_subscribe_is_a_plain_head(client: httpx.AsyncClient) ->
     assert response.headers["version"] == f'"{version}"'
 
 
-async def test_subscription_needs_the_owner(node: Node) -> None:
+async def test_a_private_key_is_absent_to_a_visitor(node: Node) -> None:
+    async with node.client() as owner:
+        await owner.put("/doc", json={"secret": True})
     async with node.client(owner=False) as anonymous:
         response = await anonymous.get("/doc", headers={"Subscribe": "true"})
-    assert response.status_code == 401
+    assert response.status_code == 404
 
 
 async def test_streams_end_when_the_node_stops(node: Node, client: httpx.AsyncClient) -> None:

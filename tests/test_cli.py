@@ -133,7 +133,7 @@ async def test_get_put_and_watch_against_a_running_node(tmp_path: Path) -> None:
         )
         assert "not valid JSON" in one_line_error(bad)
         refused = await anyio.to_thread.run_sync(
-            lambda: run("get", "/profile", "--node", node.url, "--token", "wrong")
+            lambda: run("put", "/profile", "{}", "--node", node.url, "--token", "wrong")
         )
         assert "401 not_authenticated" in one_line_error(refused)
         missing = await anyio.to_thread.run_sync(lambda: run("get", "/nothing", "--data", data))
@@ -142,3 +142,41 @@ async def test_get_put_and_watch_against_a_running_node(tmp_path: Path) -> None:
         await node.close()
     gone = run("get", "/profile", "--data", str(tmp_path / "elsewhere"))
     assert "no running node recorded" in one_line_error(gone)
+
+
+async def test_share_reaches_the_running_node(tmp_path: Path) -> None:
+    node = await NodeProcess(tmp_path / "data").start()
+    data = str(tmp_path / "data")
+    friend = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid"
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: run("put", "/posts/1", '{"t": "hi"}', "--data", data)
+        )
+
+        def visitor_sees() -> int:
+            import httpx
+
+            return httpx.get(
+                f"{node.url}/posts/1", headers={"Accept": "application/json"}
+            ).status_code
+
+        assert await anyio.to_thread.run_sync(visitor_sees) == 404
+        public = await anyio.to_thread.run_sync(
+            lambda: run("share", "/posts/", "--public", "--data", data)
+        )
+        assert public.returncode == 0, public.stderr
+        assert json.loads(public.stdout) == {"/posts/": {"read": "public"}}
+        assert await anyio.to_thread.run_sync(visitor_sees) == 200
+        friends = await anyio.to_thread.run_sync(
+            lambda: run("share", "/posts/", "--with", friend, "--writers", friend, "--data", data)
+        )
+        assert json.loads(friends.stdout) == {"/posts/": {"read": [friend], "write": [friend]}}
+        assert await anyio.to_thread.run_sync(visitor_sees) == 404
+        bad = await anyio.to_thread.run_sync(
+            lambda: run("share", "/posts/", "--with", "nobody", "--data", data)
+        )
+        assert "400 invalid_body" in one_line_error(bad)
+        nothing = await anyio.to_thread.run_sync(lambda: run("share", "/posts/", "--data", data))
+        assert "say who may read it" in one_line_error(nothing)
+    finally:
+        await node.close()

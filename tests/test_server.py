@@ -595,7 +595,7 @@ async def test_a_body_over_the_limit_is_413_without_reading_it_all(
         assert head.startswith(b"HTTP/1.1 413")
 
 
-async def test_writes_and_reads_need_the_owner_token(node: Node) -> None:
+async def test_writes_need_the_owner_token_and_private_reads_are_absent(node: Node) -> None:
     async with node.client(owner=False) as anonymous:
         response = await anonymous.put("/secret", json={"a": 1})
         await assert_error(response, 401, "not_authenticated")
@@ -604,7 +604,10 @@ async def test_writes_and_reads_need_the_owner_token(node: Node) -> None:
         await assert_error(
             await anonymous.put("/secret", json={"a": 1}, headers=wrong), 401, "not_authenticated"
         )
-        await assert_error(await anonymous.get("/secret", headers=JSON), 401, "not_authenticated")
+        async with node.client() as owner:
+            await owner.put("/secret", json={"a": 1})
+        await assert_error(await anonymous.get("/secret", headers=JSON), 404, "not_found")
+        await assert_error(await anonymous.get("/nothing", headers=JSON), 404, "not_found")
 
 
 async def test_login_link_sets_the_owner_cookie(node: Node) -> None:

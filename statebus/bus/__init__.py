@@ -188,14 +188,25 @@ class Bus:
             )
         return value
 
-    async def listing(self, folder: Key, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
-        """Keys under a folder that hold a value, as display keys, sorted."""
+    async def listing(
+        self,
+        folder: Key,
+        *,
+        after: str = "",
+        limit: int = 1000,
+        visible: Callable[[str], bool] | None = None,
+    ) -> tuple[list[KeyInfo], str | None]:
+        """One page of the keys under a folder that hold a value (display keys,
+        sorted), and the cursor of the next page (a path relative to the folder)."""
         start = f"{folder.canonical}{after}" if after else ""
         infos = await self._store.keys(folder.canonical, after=start, limit=limit)
-        return [
+        following = infos[-1].key[len(folder.canonical) :] if len(infos) == limit else None
+        shown = [
             KeyInfo(self.display(i.key), i.head, i.exists, i.log_entries, i.log_bytes)
             for i in infos
+            if visible is None or visible(i.key)
         ]
+        return shown, following
 
     async def namespaces(self) -> list[NodeId]:
         """Every namespace that holds a value here, own first (one indexed probe each)."""
@@ -365,6 +376,7 @@ class Bus:
         origin: str | None = None,
         heartbeat: float | None = None,
         on_close: Callable[[], None] | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events for a key or folder: first its state, then each change.
 
@@ -372,11 +384,15 @@ class Bus:
         only what changed since, nothing twice. Live changes written with this
         ``origin`` are skipped (the reader made them). ``heartbeat`` asks for a
         heartbeat after that many idle seconds, besides the bus's own ticker.
+        ``visible`` (canonical key -> bool) filters a folder's keys for a reader
+        who may see only some of them; it is asked as events are queued.
         The stream ends when the bus closes it (shutdown), and then ``on_close``
         is called so that a writer blocked on a client that stopped reading can
         be cancelled; the caller must close the generator.
         """
-        sub = Subscriber(key.canonical, self._queue_limit, self._registry.count_overflow, on_close)
+        sub = Subscriber(
+            key.canonical, self._queue_limit, self._registry.count_overflow, on_close, visible
+        )
         if self._closing:
             return
         self._registry.add(sub)
@@ -411,7 +427,7 @@ class Bus:
     ) -> tuple[int, list[Event]]:
         """What a (re)joining reader needs first, and the seq it brings it to."""
         if key.is_folder:
-            return await self._folder_catch_up(key, after)
+            return await self._folder_catch_up(key, after, sub.visible)
         live = await self._docs.get(key.canonical)
         if after is not None and after <= live.head:
             if after == live.head:
@@ -427,19 +443,25 @@ class Bus:
         )
         return live.head, [state]
 
-    async def _folder_catch_up(self, folder: Key, after: int | None) -> tuple[int, list[Event]]:
+    async def _folder_catch_up(
+        self, folder: Key, after: int | None, visible: Callable[[str], bool] | None
+    ) -> tuple[int, list[Event]]:
         head = self._head
         if after is not None and after <= head:
             entries = await self._store.entries_after(
                 folder.canonical, after, folder=True, limit=self._replay_limit + 1
             )
             if len(entries) <= self._replay_limit:
+                if visible is not None:
+                    entries = [entry for entry in entries if visible(entry.key)]
                 return await self._folder_replay(entries, after)
         events = []
         cursor = ""
         while True:
             infos = await self._store.keys(folder.canonical, after=cursor, limit=500)
             for info in infos:
+                if visible is not None and not visible(info.key):
+                    continue
                 value, update = await self._current(info.key)
                 events.append(
                     Event(
@@ -468,7 +490,7 @@ class Bus:
                 ]
             events.extend(replayed)
         events.sort(key=lambda e: e.seq)
-        return max([after, *(e.seq for e in events)]), events
+        return max([after, *(e.seq for e in entries)]), events
 
     async def _current(self, canonical: str) -> tuple[dict[str, Any] | None, bytes]:
         live = await self._docs.get(canonical)

@@ -81,6 +81,7 @@ class Subscriber:
         "on_overflow",
         "overflowed",
         "queue",
+        "visible",
         "waiter",
     )
 
@@ -90,8 +91,10 @@ class Subscriber:
         limit: int,
         on_overflow: Callable[[], None] = lambda: None,
         on_close: Callable[[], None] | None = None,
+        visible: Callable[[str], bool] | None = None,
     ) -> None:
         self.on_overflow = on_overflow
+        self.visible = visible  # canonical key -> may this reader see it
         self.on_close = on_close  # lets the bus end a reader stuck writing to a client
         self.key = key  # canonical key or folder
         self.limit = limit
@@ -102,6 +105,9 @@ class Subscriber:
 
     def push(self, event: Event) -> None:
         if self.closed:
+            return
+        entry = event.entry
+        if self.visible is not None and entry is not None and not self.visible(entry.key):
             return
         if len(self.queue) >= self.limit:
             if not self.overflowed:

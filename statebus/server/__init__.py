@@ -2,28 +2,32 @@
 
 ``create_app`` builds the app; nothing exists at import time. The lifespan
 opens the store, then the bus, then the computed keys, in one exit stack
-(closed in reverse) and hands them to routes as typed lifespan state
-(:class:`NodeState`). Browsers get the pages of ``_pages`` in front of the
-document routes.
+(closed in reverse), loads the sharing rules, and hands them to routes as
+typed lifespan state (:class:`NodeState`). Browsers get the pages of
+``_pages`` in front of the document routes.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from ..access import Access, acl_key
 from ..bus import Bus
 from ..computed import Computed
 from ..datadir import DataDir
+from ..errors import NotFound
 from ..identity import Identity
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
 from ._pages import load_app, negotiate, page_routes
 from ._routes import NodeState, document, health, login
+from ._sharing import acl
 
 __all__ = ["NodeState", "create_app"]
 
@@ -53,6 +57,9 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
+            access = Access(identity.node_id)
+            with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
+                access.update((await bus.read(acl_key(identity.node_id)))[0])
             computed = Computed(bus)
             if served is not None and served.define is not None:
                 served.define(computed)
@@ -64,6 +71,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "settings": settings,
                     "identity": identity,
                     "bus": bus,
+                    "access": access,
                     "owner_token": owner_token,
                 }
             finally:
@@ -73,6 +81,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
     routes = [
         Route("/_health", health),
         Route("/_login", login),
+        Route("/_acl", acl, methods=["GET", "PUT", "PATCH"]),
         *page_routes(served),
         Route("/{path:path}", negotiate(document, served), methods=DOCUMENT_METHODS),
     ]

@@ -10,6 +10,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+from collections.abc import Callable
 from typing import TypedDict
 
 import mimeparse
@@ -17,11 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
+from ..access import ANONYMOUS, OWNER, Access, Reader
 from ..bus import Bus, Change, Delete, Patch, PutUpdate, PutValue
 from ..errors import (
     InvalidBody,
     NotAcceptable,
     NotAuthenticated,
+    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
@@ -48,6 +51,7 @@ class NodeState(TypedDict):
     settings: Settings
     identity: Identity
     bus: Bus
+    access: Access
     owner_token: str
 
 
@@ -65,19 +69,39 @@ def _key(request: Request) -> Key:
     return parse_key(raw.decode("latin-1").split("?", 1)[0], _bus(request).own)
 
 
+def _access(request: Request) -> Access:
+    access: Access = request.state.access
+    return access
+
+
+def _reader(request: Request) -> Reader:
+    """Who asks: the owner (token or cookie), or anyone."""
+    return OWNER if is_owner(request, request.state.owner_token) else ANONYMOUS
+
+
 def _require_owner(request: Request) -> None:
     if not is_owner(request, request.state.owner_token):
         raise NotAuthenticated(
-            "this node's documents need the owner token: "
-            "send 'Authorization: Bearer <DATA/owner.token>'"
+            "writing needs the owner token: send 'Authorization: Bearer <DATA/owner.token>'"
         )
+
+
+def _visible(request: Request, reader: Reader) -> Callable[[str], bool] | None:
+    """The filter of what a reader may see, or None for the owner (who sees it all)."""
+    if reader.is_owner:
+        return None
+    access = _access(request)
+    return lambda canonical: access.can_read(reader, canonical)
 
 
 async def document(request: Request) -> Response | ASGIApp:
     key = _key(request)
-    _require_owner(request)
     if request.method in ("GET", "HEAD"):
-        return await _read(request, key)
+        reader = _reader(request)
+        if not (key.is_folder or _access(request).can_read(reader, key.canonical)):
+            raise NotFound(f"{key.display(_bus(request).own)} holds no value you may read")
+        return await _read(request, key, _visible(request, reader))
+    _require_owner(request)
     change = await _change(request, key)
     version = await _bus(request).apply(key, change, origin=_peer(request))
     return JSONResponse(
@@ -86,7 +110,9 @@ async def document(request: Request) -> Response | ASGIApp:
     )
 
 
-async def _read(request: Request, key: Key) -> Response | ASGIApp:
+async def _read(
+    request: Request, key: Key, visible: Callable[[str], bool] | None
+) -> Response | ASGIApp:
     bus = _bus(request)
     accept = request.headers.get("accept", "").strip() or "*/*"
     wanted = mimeparse.best_match(READABLE, accept)
@@ -97,7 +123,7 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         return _braid(request, key, accept)
     if wanted == JSON_TYPE:
         if key.is_folder:
-            return await _listing(request, key)
+            return await _listing(request, key, visible)
         value, version = await bus.read(key)
         return JSONResponse(value, headers=_version_headers(version))
     if wanted == BINARY_TYPE:
@@ -109,7 +135,10 @@ async def _read(request: Request, key: Key) -> Response | ASGIApp:
         after = _last_event_id(request)
         origin = _peer(request)
         return EventStream(
-            lambda on_close: bus.stream(key, after=after, origin=origin, on_close=on_close), {}
+            lambda on_close: bus.stream(
+                key, after=after, origin=origin, on_close=on_close, visible=visible
+            ),
+            {},
         )
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
 
@@ -143,22 +172,21 @@ def _peer(request: Request) -> str | None:
     return request.headers.get("peer") or None
 
 
-async def _listing(request: Request, folder: Key) -> Response:
+async def _listing(
+    request: Request, folder: Key, visible: Callable[[str], bool] | None
+) -> Response:
     bus = _bus(request)
     after = request.query_params.get("after", "")
     try:
         limit = min(LISTING_LIMIT, max(1, int(request.query_params.get("limit", LISTING_LIMIT))))
     except ValueError:
         raise InvalidBody("'limit' must be an integer") from None
-    infos = await bus.listing(folder, after=after, limit=limit)
-    folder_name = folder.display(bus.own)
-    keys = [{"key": info.key, "version": info.head} for info in infos]
-    more = len(infos) == limit
+    infos, following = await bus.listing(folder, after=after, limit=limit, visible=visible)
     return JSONResponse(
         {
-            "folder": folder_name,
-            "keys": keys,
-            "next": infos[-1].key[len(folder_name) :] if more and infos else None,
+            "folder": folder.display(bus.own),
+            "keys": [{"key": info.key, "version": info.head} for info in infos],
+            "next": following,
         },
         headers=_version_headers(bus.head),
     )
