@@ -103,8 +103,8 @@ class Reader:
             return True
         if any(canonical.startswith(folder) for folder in self.folders):
             return True
-        if self.namespaces_seen is None:
-            return False
+        if self.namespaces_seen is None or not canonical.startswith("/~"):
+            return False  # machinery documents (/_acl) are in no namespace
         return canonical[2:].split("/", 1)[0] not in self.namespaces_seen
 
 

@@ -149,8 +149,11 @@ async def test_definitions_are_checked(node: Node) -> None:
         computed.define("/folder/", total)
 
 
-async def test_reader_lists_namespaces_own_first(node: Node) -> None:
+async def test_reader_lists_namespaces_own_first(node: Node, client: httpx.AsyncClient) -> None:
+    shared = await client.put("/_acl", json={"/x": {"read": "public"}})  # in no namespace
+    assert shared.status_code == 200
     reader = Reader(node.running.bus)
     assert await reader.namespaces() == [node.node_id]
+    assert not reader.depends_on("/_acl")
     assert reader.depends_on(f"/~{'a' * 56}/posts/1")  # an unseen namespace re-runs
     assert not reader.depends_on(f"/~{node.node_id}/posts/1")

@@ -19,10 +19,41 @@
   let current = null; // the shown key's value
   let editing = false;
   let ownId = null;
+  let owner = null; // true once /_acl answers (only the owner may read it), false on 401
+  let rules = {}; // the node's sharing rules, /_acl, live
+  let entriesShown = {}; // the folder's last listing, to re-render when rules change
 
-  /* Only the node's own namespace takes writes; another's is a replica. */
+  /* The path of a key in the own namespace (/~own/x -> /x), or null for another's. */
+  function ownPath(path) {
+    if (!path.startsWith('/~')) return path;
+    if (ownId !== null && path.startsWith(`/~${ownId}/`)) return path.slice(ownId.length + 2);
+    return null;
+  }
+
+  /* Only the owner writes, and only the own namespace; another's is a replica. */
   function writable(path) {
-    return !path.startsWith('/~') || (ownId !== null && path.startsWith(`/~${ownId}/`));
+    return owner !== false && ownPath(path) !== null;
+  }
+
+  /* Who may read a path: the most specific rule that says "read" (as the node decides). */
+  function sharing(path) {
+    const candidates = [path]; // then its folders, innermost first: /a/b/c, /a/b/, /a/, /
+    let end = path.lastIndexOf('/', path.length - 2);
+    while (end >= 0) {
+      candidates.push(path.slice(0, end + 1));
+      end = end === 0 ? -1 : path.lastIndexOf('/', end - 1);
+    }
+    for (const candidate of candidates) {
+      const rule = rules[candidate];
+      if (rule && rule.read !== undefined) return {read: rule.read, by: candidate};
+    }
+    return {read: 'private', by: null};
+  }
+
+  function describe(read) {
+    if (read === 'public') return 'public';
+    if (Array.isArray(read)) return read.length ? `shared with ${read.length}` : 'private';
+    return 'private';
   }
 
   function el(tag, props, ...children) {
@@ -91,7 +122,16 @@
     }
   }
 
+  function badge(path) {
+    const own = owner && ownPath(path);
+    if (!own) return null;
+    const read = sharing(own).read;
+    if (read === 'private' || (Array.isArray(read) && !read.length)) return null;
+    return el('span', {className: `badge ${read === 'public' ? 'public' : 'shared'}`, textContent: describe(read)});
+  }
+
   function renderTree(folder, entries) {
+    entriesShown = entries;
     const children = new Map(); // name -> {folder: count} or {key, value}
     for (const [key, value] of Object.entries(entries)) {
       const rest = key.slice(folder.length);
@@ -115,12 +155,14 @@
             {className: 'folder'},
             link(name, folder + name),
             el('span', {className: 'muted', textContent: ` ${child.count}`}),
+            badge(folder + name),
           );
         }
         const item = el(
           'li',
           {className: child.key === shownKey ? 'doc selected' : 'doc'},
           link(name, child.key),
+          badge(child.key),
           el('span', {className: 'preview', textContent: preview(child.value)}),
         );
         item.dataset.key = child.key;
@@ -136,11 +178,66 @@
     const mine = shownKey !== null && writable(shownKey);
     $('edit').hidden = !mine;
     $('delete').hidden = !mine || current === null;
+    showSharing();
+  }
+
+  // -- sharing (the node's /_acl rules) ---------------------------------------
+
+  function shownPath() {
+    return shownKey !== null ? shownKey : shownFolder;
+  }
+
+  function showSharing() {
+    const path = shownPath() === null ? null : ownPath(shownPath());
+    $('sharing').hidden = !owner || path === null;
+    if ($('sharing').hidden) return;
+    const {read, by} = sharing(path);
+    $('sharing-path').textContent = path;
+    $('sharing-now').textContent = describe(read);
+    $('sharing-now').className = `badge ${read === 'public' ? 'public' : describe(read) === 'private' ? 'private' : 'shared'}`;
+    $('sharing-by').textContent = by === null ? 'private by default' : by === path ? 'by its own rule' : `as its folder ${by}`;
+    if (document.activeElement && $('sharing').contains(document.activeElement)) return;
+    const own = rules[path] && rules[path].read !== undefined ? rules[path].read : undefined;
+    $('sharing-choice').value = own === undefined ? 'inherit' : Array.isArray(own) ? 'ids' : own;
+    $('sharing-ids').value = Array.isArray(own) ? own.join('\n') : '';
+    $('sharing-ids').hidden = $('sharing-choice').value !== 'ids';
+    $('sharing-error').textContent = '';
+  }
+
+  async function saveSharing(event) {
+    event.preventDefault();
+    const path = ownPath(shownPath());
+    const choice = $('sharing-choice').value;
+    const rule = rules[path] || {};
+    let change;
+    if (choice === 'inherit') change = rule.write === undefined ? null : {read: null};
+    else if (choice === 'ids') change = {read: $('sharing-ids').value.split(/[\s,]+/).filter(Boolean)};
+    else change = {read: choice};
+    const response = await fetch('/_acl', {
+      method: 'PATCH',
+      headers: {'Content-Type': 'application/merge-patch+json', Accept: 'application/json'},
+      body: JSON.stringify({[path]: change}),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      $('sharing-error').textContent = body.detail || response.statusText;
+      return;
+    }
+    $('sharing-error').textContent = '';
+    document.activeElement?.blur();
+  }
+
+  function followRules(value) {
+    owner = true;
+    rules = value || {};
+    renderTree(shownFolder, entriesShown);
+    permit();
   }
 
   function showFolder(folder) {
     if (folder === shownFolder) return;
     shownFolder = folder;
+    entriesShown = {};
     crumbs(folder);
     $('keys').replaceChildren();
     if (folderStop) folderStop();
@@ -293,6 +390,10 @@
   function status({online, pending, error}) {
     const line = $('status');
     const login = error && error.status === 401;
+    if (login && owner !== false) {
+      owner = false;
+      permit();
+    }
     $('login-hint').hidden = !login;
     line.className = `status ${online && !error ? 'on' : 'off'}`;
     if (login) line.textContent = 'not logged in';
@@ -316,6 +417,10 @@
   $('delete').addEventListener('click', remove);
   $('editor').addEventListener('submit', save);
   $('new-key').addEventListener('submit', newKey);
+  $('sharing').addEventListener('submit', saveSharing);
+  $('sharing-choice').addEventListener('change', () => {
+    $('sharing-ids').hidden = $('sharing-choice').value !== 'ids';
+  });
   $('copy-share').addEventListener('click', () => {
     $('share-line').select();
     navigator.clipboard?.writeText($('share-line').value);
@@ -324,6 +429,7 @@
 
   bus.status(status);
   show(pathFromLocation());
+  bus.get('/_acl', followRules); // only the owner may read the rules: a visitor gets a 401
   node();
   peers();
 })();

@@ -121,6 +121,10 @@
           cache: 'no-store',
         });
         if ([400, 401, 403].includes(response.status)) this.bus._failed(await errorOf(response));
+        // A key this reader may not read looks like one never written: tell null once.
+        if (response.status === 404 && !this.folder && !this.loaded) {
+          this.receive({key: this.key, value: null, version: 0});
+        }
       } catch (_) {
         this.bus._unreachable();
       }

@@ -8,9 +8,13 @@
  * Following someone also asks the node to add them as a peer (POST /_peers).
  * Every text from the network is set with textContent, never parsed as HTML.
  *
- * Posts are public in the app's eyes. A "friends only" choice belongs to the
- * privacy work (sharing and encryption); until the node offers it, the app
- * shows no such choice rather than one that would not keep its promise.
+ * Sharing follows the node's rules (/_acl, which only the owner may read).
+ * A social profile is public: on the owner's first visit the app shares
+ * /profile, /posts/ and /likes/ publicly unless a rule already says otherwise
+ * (the key browser changes them). "friends only" writes a rule for the post
+ * first, readable by the people you follow, and then the post; friends'
+ * nodes get it, nobody else's. A visitor without the owner's cookie sees the
+ * owner's public profile and posts, read only.
  */
 (function () {
   'use strict';
@@ -21,6 +25,9 @@
   const MAX_POST = 500;
 
   let me = null; // this node's id
+  let owner = null; // true once /_acl answers (only the owner may read it), false on 401
+  let rules = {}; // the node's sharing rules
+  const PUBLIC_BY_DEFAULT = ['/profile', '/posts/', '/likes/'];
   let latest = null; // the last /timeline value
   const views = new Map(); // post key -> its element and parts
 
@@ -72,6 +79,7 @@
     const name = el('span', {className: 'name'});
     const who = el('span', {className: 'who'});
     const time = el('time', {className: 'muted'});
+    const scope = el('span', {className: 'badge shared'});
     const text = el('p', {className: 'text'});
     const count = el('span', {className: 'count'});
     const like = el('button', {type: 'button', className: 'like', title: 'like'}, '♥ ', count);
@@ -84,14 +92,14 @@
     const root = el(
       'article',
       {className: 'post'},
-      el('header', {className: 'meta'}, name, who, time),
+      el('header', {className: 'meta'}, name, who, time, scope),
       text,
       el('div', {className: 'actions'}, like, reply),
       form,
       replies,
     );
     root.dataset.key = key;
-    parts = {root, name, who, time, text, count, like, reply, form, input, error, replies, post: null};
+    parts = {root, name, who, time, scope, text, count, like, reply, form, input, error, replies, post: null};
     like.addEventListener('click', () => toggleLike(parts.post, like));
     reply.addEventListener('click', () => {
       form.hidden = !form.hidden;
@@ -117,6 +125,9 @@
     parts.time.dateTime = post.time;
     parts.time.title = new Date(post.time).toLocaleString();
     parts.text.textContent = post.text;
+    const read = owner && post.author === me ? readersOf(post.key.slice(me.length + 2)) : 'public';
+    parts.root.classList.toggle('restricted', read !== 'public');
+    parts.scope.textContent = read === 'public' ? '' : Array.isArray(read) && read.length ? 'friends only' : 'only you';
     parts.count.textContent = String(post.likes);
     parts.like.classList.toggle('liked', post.liked);
     parts.like.setAttribute('aria-pressed', String(post.liked));
@@ -144,7 +155,12 @@
     showFollowing(latest.following);
   }
 
+  let latestProfile = null;
+
   function showProfile(profile) {
+    latestProfile = profile;
+    $('visitor-name').textContent = (profile && profile.name) || 'someone';
+    $('visitor-bio').textContent = (profile && profile.bio) || '';
     for (const [id, name] of [['profile-name', 'name'], ['profile-bio', 'bio']]) {
       const input = $(id);
       const text = profile && typeof profile[name] === 'string' ? profile[name] : '';
@@ -169,6 +185,79 @@
     );
   }
 
+  // -- sharing --------------------------------------------------------------
+
+  async function shareRule(patch) {
+    const response = await fetch('/_acl', {
+      method: 'PATCH',
+      headers: {'Content-Type': 'application/merge-patch+json', Accept: 'application/json'},
+      body: JSON.stringify(patch),
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.detail || `sharing failed: ${response.status}`);
+    }
+  }
+
+  /* Who may read one of the owner's keys: the most specific rule that says "read". */
+  function readersOf(path) {
+    const candidates = [path]; // then its folders, innermost first: /a/b, /a/, /
+    let end = path.lastIndexOf('/', path.length - 2);
+    while (end >= 0) {
+      candidates.push(path.slice(0, end + 1));
+      end = end === 0 ? -1 : path.lastIndexOf('/', end - 1);
+    }
+    for (const candidate of candidates) {
+      const rule = rules[candidate];
+      if (rule && rule.read !== undefined) return rule.read;
+    }
+    return 'private';
+  }
+
+  function followRules(value) {
+    const first = owner !== true;
+    owner = true;
+    rules = value || {};
+    document.body.classList.remove('visitor');
+    $('friends-only-choice').hidden = false;
+    if (first) {
+      const missing = PUBLIC_BY_DEFAULT.filter((path) => !rules[path]);
+      if (missing.length) {
+        shareRule(Object.fromEntries(missing.map((path) => [path, {read: 'public'}]))).catch(
+          (error) => ($('compose-error').textContent = problem(error)),
+        );
+      }
+    }
+    if (latest) showTimeline(latest);
+  }
+
+  // -- a visitor: the owner's public profile and posts, read only -------------
+
+  function visit() {
+    owner = false;
+    document.body.classList.add('visitor');
+    bus.get('/posts/', (posts) => {
+      const profile = latestProfile || {};
+      const byKey = new Map();
+      for (const [key, value] of Object.entries(posts)) {
+        if (typeof value.text !== 'string' || typeof value.time !== 'string') continue;
+        const canonical = `/~${me}${key}`;
+        byKey.set(canonical, {
+          key: canonical, author: me, name: profile.name || '', text: value.text, time: value.time,
+          reply_to: value.reply_to || null, likes: 0, liked: false, replies: [],
+        });
+      }
+      const roots = [];
+      for (const post of [...byKey.values()].sort((a, b) => (a.time < b.time ? -1 : 1))) {
+        const parent = post.reply_to && byKey.get(post.reply_to);
+        if (parent) parent.replies.push(post);
+        else roots.push(post);
+      }
+      roots.reverse();
+      showTimeline({posts: roots, following: []});
+    });
+  }
+
   // -- writing --------------------------------------------------------------
 
   async function post(event) {
@@ -176,9 +265,16 @@
     const text = $('compose-text').value.trim();
     if (!text) return;
     $('compose-error').textContent = '';
+    const key = `/posts/${newPostId()}`;
     try {
-      await bus.put(`/posts/${newPostId()}`, {text, time: now(), author: me});
+      if ($('friends-only').checked) {
+        // The rule first: the post must never exist without it.
+        const friends = (latest ? latest.following : []).map((person) => person.id);
+        await shareRule({[key]: {read: friends}});
+      }
+      await bus.put(key, {text, time: now(), author: me});
       $('compose-text').value = '';
+      $('friends-only').checked = false;
       countChars();
     } catch (error) {
       $('compose-error').textContent = problem(error);
@@ -290,6 +386,7 @@
   function status({online, pending, error}) {
     const line = $('status');
     const login = error && error.status === 401;
+    if (login && owner === null) visit();
     $('login-hint').hidden = !login;
     line.className = `status ${online && !error ? 'on' : 'off'}`;
     if (login) line.textContent = 'not logged in';
@@ -311,7 +408,10 @@
       else if (found) $('follow-line').value = found.line;
     }
     bus.get('/profile', showProfile);
-    bus.get('/timeline', showTimeline);
+    bus.get('/timeline', (value) => {
+      if (owner !== false) showTimeline(value);
+    });
+    bus.get('/_acl', followRules); // only the owner may read the rules: a visitor gets a 401
   }
 
   function copy(id) {

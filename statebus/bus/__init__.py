@@ -211,7 +211,7 @@ class Bus:
     async def namespaces(self) -> list[NodeId]:
         """Every namespace that holds a value here, own first (one indexed probe each)."""
         found = [self.own]
-        after = ""
+        after = "/~"  # past the machinery documents (/_acl), which are in no namespace
         while infos := await self._store.keys("/", after=after, limit=1):
             namespace = NodeId(infos[0].key[2:].split("/", 1)[0])
             if namespace != self.own:

@@ -103,10 +103,33 @@ async def test_follow_box_checks_what_is_pasted_and_invite_links(alice: Node, pa
     await pages.screenshot(page)
 
 
-async def test_visitor_is_told_to_log_in(alice: Node, pages: Pages) -> None:
-    page = await pages.open(alice, login=False)
-    await expect(page.locator("#login-hint")).to_be_visible(timeout=LIVE)
-    await pages.screenshot(page)
+async def test_public_by_default_friends_only_on_request_and_what_a_visitor_sees(
+    alice: Node, pages: Pages
+) -> None:
+    page = await pages.open(alice)
+    await set_profile(page, "Alice", "public person")
+    public = await write_post(page, "for everyone")
+    await expect(public).to_have_count(1, timeout=LIVE)
+    await page.locator("#friends-only").check()
+    secret = await write_post(page, "for friends only")
+    await expect(secret.locator(":scope > .meta .badge")).to_have_text("only you", timeout=LIVE)
+    await expect(public.locator(":scope > .meta .badge")).to_be_hidden()
+    async with alice.client() as http:
+        rules = (await http.get("/_acl", headers={"Accept": "application/json"})).json()
+    for path in ("/profile", "/posts/", "/likes/"):
+        assert rules[path] == {"read": "public"}
+    (secret_rule,) = [path for path, rule in rules.items() if rule == {"read": []}]
+    assert secret_rule.startswith("/posts/")
+
+    visitor = await pages.open(alice, login=False)
+    await expect(visitor.locator("#login-hint")).to_be_visible(timeout=LIVE)
+    await expect(visitor.locator("#visitor-name")).to_have_text("Alice", timeout=LIVE)
+    await expect(post_with(visitor, "for everyone")).to_have_count(1, timeout=LIVE)
+    await expect(post_with(visitor, "for friends only")).to_have_count(0)
+    await expect(visitor.locator("#compose")).to_be_hidden()
+    await expect(visitor.locator("#profile")).to_be_hidden()
+    await pages.screenshot(visitor, "visitor")
+    await pages.screenshot(page, "owner")
 
 
 async def has_peer_api(node: Node) -> bool:

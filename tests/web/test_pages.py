@@ -13,6 +13,7 @@ from tests.apps.peers import add_peer, share_line
 from tests.browser import Pages
 from tests.conftest import Node, NodeFactory
 
+JSON = {"Accept": "application/json"}
 BROWSER_ACCEPT = (
     "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
 )
@@ -31,8 +32,8 @@ async def test_browsers_get_pages_and_other_clients_get_data(
             assert "/_ui/browser.js" in page.text  # no app configured: the key browser
             assert page.headers["vary"] == "Accept"
             assert "script-src 'self'" in page.headers["content-security-policy"]
-        refused = await visitor.get("/profile", headers={"Accept": "application/json"})
-        assert refused.status_code == 401
+        private = await visitor.get("/profile", headers={"Accept": "application/json"})
+        assert private.status_code == 404  # private by default: as if it did not exist
     data = await client.get("/profile", headers={"Accept": "application/json"})
     assert data.json() == {"name": "Ada"}
     binary = await client.get("/profile", headers={"Accept": "application/octet-stream"})
@@ -148,6 +149,45 @@ async def test_key_browser_walks_folders_and_edits_json(
     await expect(page.locator("#keys")).not_to_contain_text("notes")
     await page.go_back()
     await expect(page.locator("#key-name")).to_have_text("/posts/a")
+
+
+async def test_key_browser_shares_a_key_and_a_visitor_can_then_read_it(
+    node: Node, client: httpx.AsyncClient, pages: Pages
+) -> None:
+    await client.put("/notes/open", json={"text": "for anyone"})
+    await client.put("/notes/closed", json={"text": "for me"})
+    async with node.client(owner=False) as visitor:
+        assert (await visitor.get("/notes/open", headers=JSON)).status_code == 404
+    page = await pages.open(node, "/notes/open")
+    sharing = page.locator("#sharing")
+    await expect(sharing.locator("#sharing-now")).to_have_text("private", timeout=20_000)
+    await expect(sharing.locator("#sharing-by")).to_have_text("private by default")
+    await sharing.locator("#sharing-choice").select_option("public")
+    await sharing.get_by_role("button", name="share").click()
+    await expect(sharing.locator("#sharing-now")).to_have_text("public")
+    await expect(sharing.locator("#sharing-by")).to_have_text("by its own rule")
+    await expect(page.locator("#keys li.doc", has_text="open").locator(".badge")).to_have_text(
+        "public"
+    )
+    async with node.client(owner=False) as visitor:
+        assert (await visitor.get("/notes/open", headers=JSON)).json() == {"text": "for anyone"}
+        assert (await visitor.get("/notes/closed", headers=JSON)).status_code == 404
+
+    # A folder rule covers its keys; a key's own rule wins over it.
+    await page.get_by_role("link", name="notes/").click()
+    await sharing.locator("#sharing-choice").select_option("ids")
+    await sharing.locator("#sharing-ids").fill(node.node_id)
+    await sharing.get_by_role("button", name="share").click()
+    await expect(sharing.locator("#sharing-now")).to_have_text("shared with 1")
+    await page.get_by_role("link", name="closed", exact=True).click()
+    await expect(sharing.locator("#sharing-by")).to_have_text("as its folder /notes/")
+    await sharing.locator("#sharing-choice").select_option("ids")
+    await sharing.locator("#sharing-ids").fill("not-a-node-id")
+    await sharing.get_by_role("button", name="share").click()
+    await expect(sharing.locator("#sharing-error")).to_contain_text("not-a-node-id")
+    rules = (await client.get("/_acl", headers=JSON)).json()
+    assert rules == {"/notes/open": {"read": "public"}, "/notes/": {"read": [node.node_id]}}
+    await pages.screenshot(page)
 
 
 async def test_key_browser_tells_a_visitor_how_to_log_in(node: Node, pages: Pages) -> None:

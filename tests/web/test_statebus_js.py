@@ -210,8 +210,20 @@ async def test_a_stream_the_browser_gave_up_on_is_opened_afresh(
     await pages.screenshot(page)
 
 
-async def test_status_tells_a_visitor_to_log_in(node: Node, pages: Pages) -> None:
+async def test_a_visitor_sees_private_keys_as_null_and_is_told_to_log_in(
+    node: Node, client: httpx.AsyncClient, pages: Pages
+) -> None:
+    await client.put("/profile", json={"name": "Ada"})
     page = await pages.open(node, BLANK, login=False)
-    await page.evaluate(RECORD, ["/profile"])
+    await page.evaluate(RECORD, ["/profile", "/_acl"])  # /_acl answers only the owner
+    await until(page, "seen['/profile'].length === 1")
+    assert (await seen(page, "/profile"))[0]["value"] is None  # private reads as absent
     await until(page, "statuses.some((status) => status.error === 401)")
+    shared = await client.patch(
+        "/_acl",
+        json={"/profile": {"read": "public"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert shared.status_code == 200
+    await until(page, "seen['/profile'].at(-1).value?.name === 'Ada'", within=40)
     await pages.screenshot(page)
