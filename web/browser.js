@@ -22,6 +22,7 @@
   let owner = null; // true once /_acl answers (only the owner may read it), false on 401
   let rules = {}; // the node's sharing rules, /_acl, live
   let entriesShown = {}; // the folder's last listing, to re-render when rules change
+  let sharingShown = null; // the key and rule the sharing form was last set from
 
   /* The path of a key in the own namespace (/~own/x -> /x), or null for another's. */
   function ownPath(path) {
@@ -196,7 +197,10 @@
     $('sharing-now').textContent = describe(read);
     $('sharing-now').className = `badge ${read === 'public' ? 'public' : describe(read) === 'private' ? 'private' : 'shared'}`;
     $('sharing-by').textContent = by === null ? 'private by default' : by === path ? 'by its own rule' : `as its folder ${by}`;
-    if (document.activeElement && $('sharing').contains(document.activeElement)) return;
+    // Reset the choice only when the key or its rule changed, never under the user's hand.
+    const signature = `${path} ${JSON.stringify(rules[path] || null)}`;
+    if (signature === sharingShown) return;
+    sharingShown = signature;
     const own = rules[path] && rules[path].read !== undefined ? rules[path].read : undefined;
     $('sharing-choice').value = own === undefined ? 'inherit' : Array.isArray(own) ? 'ids' : own;
     $('sharing-ids').value = Array.isArray(own) ? own.join('\n') : '';
