@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .quotas import Limits
+
 DEFAULT_PORT = 8765
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY = 16 * MiB
@@ -24,5 +26,8 @@ class Settings:
     compact_after: int = 512
     heartbeat_seconds: float = 15.0
     replay_limit: int = 1000
-    synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)
+    synchronous: str = "FULL"
+    limits: Limits = field(
+        default_factory=Limits
+    )  # speed bumps for peers and visitors  # SQLite: FULL fsyncs every commit (a batch under load)
     app: str | None = None  # module of the app served at / and /_app/, e.g. "apps.twitter_clone"

@@ -17,6 +17,9 @@ from pycrdt import Doc, TransactionEvent, merge_updates
 
 from ..store import Store
 from ..values import DocValue
+from ._history import apply_all, squash
+
+LONG_LOG = 2000  # entries: above this a load squashes the log in a worker thread
 
 
 class LiveDoc:
@@ -93,9 +96,12 @@ class DocCache:
     async def _load(self, key: str) -> LiveDoc:
         log = await self._store.load(key)
         doc: Doc[Any] = Doc()
-        if log.entries:
-            updates = [entry.update for entry in log.entries]
-            doc.apply_update(updates[0] if len(updates) == 1 else merge_updates(*updates))
+        if len(log.entries) > LONG_LOG:
+            # Squash a long (not yet compacted) log off the loop; the Doc itself must
+            # be made here, on the loop's thread, so it takes the squashed state.
+            doc.apply_update(await squash(log))
+        else:
+            apply_all(doc, (entry.update for entry in log.entries))
         return LiveDoc(key, doc, log.head, len(log.entries))
 
     def drop(self, key: str) -> None:

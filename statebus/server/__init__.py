@@ -22,6 +22,7 @@ from ..computed import Computed
 from ..datadir import DataDir
 from ..errors import NotFound
 from ..identity import Identity
+from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "identity": identity,
                     "bus": bus,
                     "access": access,
+                    "bumps": SpeedBumps(settings.limits),
                     "owner_token": owner_token,
                 }
             finally:

@@ -10,7 +10,8 @@ import base64
 import binascii
 import contextlib
 import hmac
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import TypedDict
 
 import mimeparse
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from ..access import ANONYMOUS, OWNER, Access, Reader
-from ..bus import Bus, Change, Delete, Patch, PutUpdate, PutValue
+from ..bus import Bus, Change, Delete, Event, Patch, PutUpdate, PutValue
 from ..errors import (
     InvalidBody,
     NotAcceptable,
@@ -30,6 +31,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..keys import Key, parse_key
+from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..values import parse_object
 from ._auth import TOKEN_COOKIE, is_owner
@@ -52,6 +54,7 @@ class NodeState(TypedDict):
     identity: Identity
     bus: Bus
     access: Access
+    bumps: SpeedBumps
     owner_token: str
 
 
@@ -67,6 +70,33 @@ def _version_headers(version: int) -> dict[str, str]:
 def _key(request: Request) -> Key:
     raw = request.scope.get("raw_path") or request.scope["path"].encode()
     return parse_key(raw.decode("latin-1").split("?", 1)[0], _bus(request).own)
+
+
+def _bumps(request: Request) -> SpeedBumps:
+    bumps: SpeedBumps = request.state.bumps
+    return bumps
+
+
+StreamWrapper = Callable[[AsyncGenerator[list[Event], None]], AsyncGenerator[list[Event], None]]
+
+
+def _stream_place(request: Request, reader: Reader) -> StreamWrapper:
+    """Take one of a visitor's open-stream places now (429 before the answer
+    starts when none is left); the stream gives it back when it ends."""
+    if reader.is_owner:
+        return lambda events: events
+    hold = _bumps(request).stream(_visitor(request))
+    hold.__enter__()
+
+    async def held(events: AsyncGenerator[list[Event], None]) -> AsyncGenerator[list[Event], None]:
+        try:
+            async with aclosing(events) as inner:
+                async for batch in inner:
+                    yield batch
+        finally:
+            hold.__exit__(None, None, None)
+
+    return held
 
 
 def _access(request: Request) -> Access:
@@ -94,13 +124,20 @@ def _visible(request: Request, reader: Reader) -> Callable[[str], bool] | None:
     return lambda canonical: access.can_read(reader, canonical)
 
 
+def _visitor(request: Request) -> str:
+    """The principal whose speed bumps a visitor's request counts against."""
+    return f"visitor {request.client.host if request.client else 'unknown'}"
+
+
 async def document(request: Request) -> Response | ASGIApp:
     key = _key(request)
     if request.method in ("GET", "HEAD"):
         reader = _reader(request)
+        if not reader.is_owner:
+            _bumps(request).request(_visitor(request))
         if not (key.is_folder or _access(request).can_read(reader, key.canonical)):
             raise NotFound(f"{key.display(_bus(request).own)} holds no value you may read")
-        return await _read(request, key, _visible(request, reader))
+        return await _read(request, key, reader)
     _require_owner(request)
     change = await _change(request, key)
     version = await _bus(request).apply(key, change, origin=_peer(request))
@@ -110,17 +147,16 @@ async def document(request: Request) -> Response | ASGIApp:
     )
 
 
-async def _read(
-    request: Request, key: Key, visible: Callable[[str], bool] | None
-) -> Response | ASGIApp:
+async def _read(request: Request, key: Key, reader: Reader) -> Response | ASGIApp:
     bus = _bus(request)
+    visible = _visible(request, reader)
     accept = request.headers.get("accept", "").strip() or "*/*"
     wanted = mimeparse.best_match(READABLE, accept)
     if request.method == "HEAD":
         if wanted == SSE_TYPE:
             wanted = JSON_TYPE
     elif subscribes(request.headers) and not (wanted == SSE_TYPE and SSE_TYPE in accept.lower()):
-        return _braid(request, key, accept)
+        return _braid(request, key, accept, reader)
     if wanted == JSON_TYPE:
         if key.is_folder:
             return await _listing(request, key, visible)
@@ -134,16 +170,17 @@ async def _read(
     if wanted == SSE_TYPE:
         after = _last_event_id(request)
         origin = _peer(request)
+        place = _stream_place(request, reader)
         return EventStream(
-            lambda on_close: bus.stream(
-                key, after=after, origin=origin, on_close=on_close, visible=visible
+            lambda on_close: place(
+                bus.stream(key, after=after, origin=origin, on_close=on_close, visible=visible)
             ),
             {},
         )
     raise NotAcceptable(f"cannot answer with {accept!r}; offered: {', '.join(READABLE)}")
 
 
-def _braid(request: Request, key: Key, accept: str) -> ASGIApp:
+def _braid(request: Request, key: Key, accept: str, reader: Reader) -> ASGIApp:
     """A Braid-HTTP subscription (``Subscribe`` header): JSON snapshots, resumable by Parents."""
     if key.is_folder:
         raise NotAcceptable(
@@ -157,10 +194,11 @@ def _braid(request: Request, key: Key, accept: str) -> ASGIApp:
         )
     parents = parents_seq(request.headers)
     heartbeat = heartbeat_seconds(request.headers)
+    place = _stream_place(request, reader)
     bus, origin = _bus(request), _peer(request)
     return BraidStream(
-        lambda on_close: bus.stream(
-            key, after=parents, origin=origin, heartbeat=heartbeat, on_close=on_close
+        lambda on_close: place(
+            bus.stream(key, after=parents, origin=origin, heartbeat=heartbeat, on_close=on_close)
         ),
         parents=parents,
         heartbeat=heartbeat,

@@ -1,0 +1,63 @@
+"""Starting the statebus node under test, exactly as a user would, and speaking to it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Self
+
+from bench._context import Context
+from bench._errors import Unavailable
+from bench._paths import PYTHON, REPO_ROOT
+from bench._procs import LOOPBACK, ServerProcess, free_port
+
+CORE = ("statebus/cli.py", "statebus/server")
+
+
+def missing_core() -> str | None:
+    """Why statebus cannot be benchmarked in this tree, or None when its core is here."""
+    absent = [part for part in CORE if not (REPO_ROOT / part).exists()]
+    if absent:
+        return f"statebus core not in this tree yet ({', '.join(absent)} missing)"
+    return None
+
+
+class StatebusNode(ServerProcess):
+    """`python -m statebus serve` on a data directory; ready once /_health answers 200
+    and DATA/owner.token exists. Opens by `with StatebusNode(ctx, name, data) as node:`."""
+
+    def __init__(self, ctx: Context, name: str, data_dir: Path) -> None:
+        port = free_port()
+        argv = [
+            PYTHON, "-m", "statebus", "serve",
+            "--host", LOOPBACK, "--port", str(port), "--data", str(data_dir),
+        ]  # fmt: skip
+        super().__init__(
+            name,
+            argv,
+            port=port,
+            log_path=ctx.path(f"logs/{name}.log"),
+            cwd=REPO_ROOT,
+            env={"PYTHONPATH": str(REPO_ROOT)},
+        )
+        self.data_dir = data_dir
+        self.token = ""
+
+    def __enter__(self) -> Self:
+        reason = missing_core()
+        if reason is not None:
+            raise Unavailable(reason)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        super().__enter__()
+        token_file = self.data_dir / "owner.token"
+        deadline = time.monotonic() + 5
+        while not token_file.exists():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise Unavailable(f"{self.name} wrote no {token_file.name}")
+            time.sleep(0.05)
+        self.token = token_file.read_text().strip()
+        return self
+
+    def auth(self, **headers: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **headers}

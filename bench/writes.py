@@ -1,0 +1,173 @@
+"""Durable writes: statebus JSON PATCH and binary Yjs PUT vs a bare Starlette 204 endpoint.
+
+Every system is driven by the same Node client (bench/js/load.mjs): 50
+keep-alive connections, one request in flight each. In Yjs mode each
+connection owns a Y.Doc with its own client id, so updates arrive in causal
+order. wrk, when installed, measures the 204 endpoint once more to show that
+the Node client is not what saturates.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+from bench._context import Context
+from bench._errors import BenchError
+from bench._node import JsonObject, LoadResult, run_load
+from bench._procs import ServerProcess, busy_seconds
+from bench._statebus import StatebusNode
+from bench._table import Row, at_least, ms, rate, times, unavailable
+
+BENCH = "durable writes, 50 clients"
+PATCH_TARGET = 0.4  # statebus durable PATCH over the bare 204 endpoint (issue 7)
+WRK_SCRIPT = """wrk.method = "PATCH"
+wrk.body = '{"c0":1}'
+wrk.headers["Content-Type"] = "application/merge-patch+json"
+"""
+
+
+@dataclass(frozen=True)
+class Figures:
+    load: LoadResult
+    server_cpu_s: float
+    other_cpu_s: float  # everything else on the machine meanwhile
+    window_s: float  # from starting the client to its exit
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / max(1, self.load.total) * 1e6
+
+
+def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> Figures:
+    seconds = ctx.settings.seconds
+    yjs = config.get("mode") == "yjs"
+    full: JsonObject = {
+        "port": server.port,
+        "conns": ctx.settings.write_clients,
+        "durationMs": int((seconds + 0.5) * 1000),
+        "warmupMs": 500,
+        "perConn": 3000 if yjs else 6000,  # the count bound; the time bound is durationMs
+        **config,
+    }
+    if isinstance(server, StatebusNode):
+        full["token"] = server.token
+    ctx.log(f"writes: {name}")
+    cpu_before, busy_before = server.cpu_seconds(), busy_seconds()
+    started = time.perf_counter()
+    result = run_load(full, timeout=seconds + 60, log_path=ctx.path(f"logs/load-{name}.log"))
+    window = time.perf_counter() - started
+    cpu = server.cpu_seconds() - cpu_before
+    other = busy_seconds() - busy_before - cpu - result.process_cpu_s
+    ctx.note_other_load(other, window)
+    return Figures(result, cpu, max(0.0, other), window)
+
+
+def _wrk(ctx: Context, server: ServerProcess) -> float | str:
+    if shutil.which("wrk") is None:
+        return "wrk not installed"
+    script = ctx.path("wrk-patch.lua")
+    script.write_text(WRK_SCRIPT)
+    url = f"http://127.0.0.1:{server.port}/204/wrk"
+    ctx.log("writes: wrk calibration")
+    argv = ["wrk", "-t2", f"-c{ctx.settings.write_clients}", f"-d{ctx.settings.seconds:g}s"]
+    out = subprocess.run(
+        [*argv, "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        timeout=ctx.settings.seconds + 30,
+        check=False,
+    ).stdout
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return float(found.group(1)) if found else f"wrk printed no rate: {out[-200:]!r}"
+
+
+def run(ctx: Context) -> list[Row]:
+    if ctx.node_problem is not None:
+        return [unavailable(BENCH, "all", ctx.node_problem)]
+    rows: list[Row] = []
+    bare_204: Figures | None = None
+    bare_apply: Figures | None = None
+    try:
+        with ctx.uvicorn("bare-put", "bench.apps.bare_put:create_app") as server:
+            bare_204 = _load(ctx, server, "bare-204", method="PATCH", path="/204/k")
+            wrk = _wrk(ctx, server)
+            bare_apply = _load(ctx, server, "bare-apply", mode="yjs", path="/apply/k")
+    except (BenchError, OSError) as exc:
+        rows.append(unavailable(BENCH, "bare Starlette", str(exc)))
+    if bare_204 is not None:
+        note = _note(bare_204)
+        if isinstance(wrk, float):
+            note += f"; wrk -t2 -c50 here: {rate(wrk, ' req/s')} (Node client reaches "
+            note += f"{bare_204.load.rate / wrk:.2f}× of wrk)"
+        else:
+            note += f"; {wrk}"
+        rows.append(Row(BENCH, "bare Starlette PATCH → 204", _result(bare_204), note=note))
+    if bare_apply is not None:
+        ratio = times(bare_apply.load.rate / bare_204.load.rate, "204") if bare_204 else ""
+        rows.append(
+            Row(
+                BENCH,
+                "bare Starlette PUT Yjs → pycrdt apply → 204",
+                _result(bare_apply),
+                ratio,
+                note=_note(bare_apply),
+            )
+        )
+    rows.extend(_statebus_rows(ctx, bare_204, bare_apply))
+    return rows
+
+
+def _statebus_rows(ctx: Context, bare_204: Figures | None, bare_apply: Figures | None) -> list[Row]:
+    patch_name = "statebus PATCH merge-patch (durable)"
+    yjs_name = "statebus PUT Yjs update (durable)"
+    patch_target = f"≥ {PATCH_TARGET:g}× 204"
+    try:
+        with StatebusNode(ctx, "statebus-writes", ctx.path("data/writes")) as node:
+            patch = _load(ctx, node, "statebus-patch", method="PATCH", path="/bench/patch")
+            yjs = _load(ctx, node, "statebus-yjs", mode="yjs", path="/bench/yjs")
+    except (BenchError, OSError) as exc:
+        return [
+            unavailable(BENCH, patch_name, str(exc), target=patch_target),
+            unavailable(BENCH, yjs_name, str(exc)),
+        ]
+    rows = []
+    for name, figures in ((patch_name, patch), (yjs_name, yjs)):
+        ratios, target = [], patch_target if figures is patch else ""
+        if bare_204 is not None and _healthy(figures):
+            r = figures.load.rate / bare_204.load.rate
+            ratios.append(times(r, "204"))
+            if figures is patch:
+                target = at_least(r, PATCH_TARGET)
+        if figures is yjs and bare_apply is not None and _healthy(figures):
+            ratios.append(times(figures.load.rate / bare_apply.load.rate, "pycrdt apply"))
+        rows.append(Row(BENCH, name, _result(figures), " · ".join(ratios), target, _note(figures)))
+    return rows
+
+
+def _healthy(f: Figures) -> bool:
+    """At most 1% of answers were not 2xx, so the rate means something."""
+    return f.load.requests > 0 and f.load.failed <= 0.01 * f.load.total
+
+
+def _result(f: Figures) -> str:
+    if not _healthy(f):
+        return f"failed: answers {f.load.statuses}"
+    load = f.load
+    return f"{rate(load.rate, ' req/s')} · p50 {ms(load.p50_ms)} · p99 {ms(load.p99_ms)}"
+
+
+def _note(f: Figures) -> str:
+    load = f.load
+    note = (
+        f"server {f.cpu_us_per_request:.0f} µs CPU/request; "
+        f"client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
+    )
+    if f.other_cpu_s > 0.1 * f.window_s:
+        note += f"; other processes {f.other_cpu_s / f.window_s:.0%} CPU"
+    if load.failed:
+        note += f"; {load.failed} non-2xx answers {load.statuses}"
+    return note
