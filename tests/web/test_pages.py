@@ -9,7 +9,7 @@ import anyio
 import httpx
 from playwright.async_api import expect
 
-from tests.apps.peers import add_peer, share_line
+from tests.apps.peers import add_peer, publish, share_line
 from tests.browser import Pages
 from tests.conftest import Node, NodeFactory
 
@@ -203,6 +203,7 @@ async def test_key_browser_shows_peers_and_their_namespaces(
     a = await node_factory("a")
     b = await node_factory("b")
     await add_peer(b, a)  # skips this test on a node without a peer API
+    await publish(a)  # private is the default: peers get only what is shared
     async with a.client() as http:
         await http.put("/profile", json={"name": "A"})
     page = await pages.open(b, "/_ui/")
