@@ -294,8 +294,8 @@ class Bus:
             live = self._docs.peek(entry.key)
             if live is not None:
                 live.head = entry.seq
-                live.log_entries += 1
-                if live.log_entries > self._compact_after:
+                live.grew(len(entry.update))
+                if live.wants_compaction(self._compact_after):
                     self._schedule_compaction(live)
             value = self._values.pop(entry, _MISSING)
             origin = self._origins.pop(entry, None)
@@ -361,8 +361,10 @@ class Bus:
         await self._store.compact(entry, upto)
         info = await self._store.info(key)
         live = self._docs.peek(key)
-        if live is not None and info is not None:
-            live.log_entries = info.log_entries
+        if live is not None and info is not None:  # the log is the snapshot and what came since
+            live.snapshot_bytes = len(snapshot)
+            live.tail_entries = info.log_entries - 1
+            live.tail_bytes = info.log_bytes - len(snapshot)
         log.debug("compacted %s up to seq %d", key, upto)
         return True
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
-from ..store import Store
+from ..store import DocLog, Store
 from ..values import DocValue
 from ._history import apply_all, squash
 
@@ -25,18 +25,51 @@ LONG_LOG = 2000  # entries: above this a load squashes the log in a worker threa
 class LiveDoc:
     """One key's Doc in memory, with what the bus needs to know about it."""
 
-    __slots__ = ("captured", "doc", "head", "key", "log_entries", "pending", "used", "view")
+    __slots__ = (
+        "captured",
+        "doc",
+        "head",
+        "key",
+        "pending",
+        "snapshot_bytes",
+        "tail_bytes",
+        "tail_entries",
+        "used",
+        "view",
+    )
 
-    def __init__(self, key: str, doc: Doc[Any], head: int, log_entries: int) -> None:
+    def __init__(self, key: str, doc: Doc[Any], head: int, log: DocLog) -> None:
         self.key = key
         self.doc = doc
         self.view = DocValue(doc)
         self.head = head  # seq of the newest committed entry
-        self.log_entries = log_entries
+        self.snapshot_bytes = 0  # the log's first entry, when it is a snapshot
+        self.tail_entries = 0  # the entries after it
+        self.tail_bytes = 0
+        self.measure(log)
         self.pending = 0  # writes applied here, not yet durable
         self.used = time.monotonic()
         self.captured: list[bytes] = []
         doc.observe(self._capture)
+
+    def measure(self, log: DocLog) -> None:
+        """Take the log's shape: what compaction would squash."""
+        entries = log.entries
+        first_is_snapshot = bool(entries) and entries[0].snapshot
+        self.snapshot_bytes = len(entries[0].update) if first_is_snapshot else 0
+        tail = entries[1:] if first_is_snapshot else entries
+        self.tail_entries = len(tail)
+        self.tail_bytes = sum(len(entry.update) for entry in tail)
+
+    def grew(self, entry_bytes: int) -> None:
+        self.tail_entries += 1
+        self.tail_bytes += entry_bytes
+
+    def wants_compaction(self, min_entries: int) -> bool:
+        """Compaction pays for itself when the tail is long and no longer small next to
+        the snapshot it would be folded into (so a big document is not re-encoded for
+        every few small writes: the cost per write stays bounded)."""
+        return self.tail_entries > min_entries and 4 * self.tail_bytes >= self.snapshot_bytes
 
     def _capture(self, event: TransactionEvent) -> None:
         self.captured.append(event.update)
@@ -102,7 +135,7 @@ class DocCache:
             doc.apply_update(await squash(log))
         else:
             apply_all(doc, (entry.update for entry in log.entries))
-        return LiveDoc(key, doc, log.head, len(log.entries))
+        return LiveDoc(key, doc, log.head, log)
 
     def drop(self, key: str) -> None:
         """Forget a Doc whose state may be ahead of the store (a failed commit)."""
