@@ -29,8 +29,11 @@
  *
  * Callbacks get (value, info): value is the key's JSON object or null, or for a
  * folder a fresh {key: value} object; info is {key, version} of what changed
- * ({synced: true} for a folder's first listing). Streams and writes use the
- * page's cookies, so a page of the node works once /_login has set the owner's.
+ * ({synced: true} for a folder's first listing). A key the reader may not read
+ * (404: private keys look absent) is told as null, and asked again with backoff.
+ * Streams and writes use the page's cookies, so a page of the node acts as its
+ * owner once /_login has set the owner's; without it, status() reports a 401
+ * error from anything only the owner may read.
  * Browsers allow about six HTTP/1.1 connections per host and each live key or
  * folder holds one: subscribe to folders or computed keys rather than many keys.
  */
