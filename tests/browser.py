@@ -2,7 +2,8 @@
 
 ``make test`` installs ``/usr/bin/chromium`` when it is absent; Playwright's own
 browser downloads are never used. Every page a test opens is watched for
-script errors (a test fails on any) and photographed into ``tests/artifacts/``.
+script errors and Content-Security-Policy refusals (a test fails on any) and
+photographed into ``tests/artifacts/``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
 
 from tests.conftest import Node
 
@@ -62,11 +63,17 @@ class Pages:
         self._contexts.append(context)
         page = await context.new_page()
         page.on("pageerror", lambda error: self.errors.append(f"{node.url}: {error}"))
+        page.on("console", lambda message: self._console(node, message))
         self.pages.append(page)
         if login:
             await page.goto(f"{node.url}/_login?token={node.token}")
         await self.goto(page, node, path)
         return page
+
+    def _console(self, node: Node, message: ConsoleMessage) -> None:
+        """A page blocked by its Content-Security-Policy fails its test, like a script error."""
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.errors.append(f"{node.url}: {message.text}")
 
     async def goto(self, page: Page, node: Node, path: str) -> None:
         if path == BLANK:
