@@ -16,6 +16,7 @@ function ``define(computed: Computed) -> None``.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from starlette.types import ASGIApp, Scope
 from ..computed import Computed
 from ..errors import NotAcceptable, StartupError
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"  # in the source tree (editable install)
 HTML_TYPE = "text/html"
 # text/html first: mimeparse breaks ties towards the end, so `*/*` (curl) stays a stream.
 OFFERED = [HTML_TYPE, "application/octet-stream", "application/json", "text/event-stream"]
@@ -94,7 +97,11 @@ class _PageFiles(StaticFiles):
 
 
 def page_routes(app: App | None) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [Mount("/_ui", _PageFiles(directory=WEB_DIR, html=True))]
+    routes: list[BaseRoute] = []
+    if (WEB_DIR / "index.html").is_file():
+        routes.append(Mount("/_ui", _PageFiles(directory=WEB_DIR, html=True)))
+    else:
+        log.warning("the key browser's files are not in %s: browsers get data, not pages", WEB_DIR)
     if app is not None:
         routes.append(Mount("/_app", _PageFiles(directory=app.directory, html=True)))
     return routes
@@ -113,6 +120,8 @@ def negotiate(document: Endpoint, app: App | None) -> Endpoint:
     """The document endpoint, with pages for browsers in front of it."""
     key_browser = WEB_DIR / "index.html"
     front = app.directory / "index.html" if app is not None else key_browser
+    if not key_browser.is_file():
+        return document
 
     async def endpoint(request: Request) -> Response | ASGIApp:
         if request.method in ("GET", "HEAD"):
