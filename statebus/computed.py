@@ -144,7 +144,7 @@ class Computed:
         self._bus = bus
         self._views: dict[str, _View] = {}
         self._tg: TaskGroup | None = None
-        self._unwatch: Callable[[], None] | None = None
+        self._unlisten: Callable[[], None] | None = None
         self._state = "new"
 
     def define(self, key: str, getter: Getter) -> None:
@@ -166,7 +166,7 @@ class Computed:
         if self._state != "new":
             raise RuntimeError(f"Computed cannot open when {self._state}")
         self._state = "open"
-        self._unwatch = self._bus.listen(self._on_commit)
+        self._unlisten = self._bus.listen(self._on_commit)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         for view in self._views.values():
@@ -180,8 +180,8 @@ class Computed:
         tb: TracebackType | None,
     ) -> None:
         self._state = "closed"
-        if self._unwatch is not None:
-            self._unwatch()
+        if self._unlisten is not None:
+            self._unlisten()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)

@@ -108,12 +108,9 @@ def page_routes(app: App | None) -> list[BaseRoute]:
 
 
 def _preferred(request: Request) -> str:
+    """What the request prefers of a page, an image, or the data types."""
     accept = request.headers.get("accept", "")
     return mimeparse.best_match([IMAGE_PROBE, *OFFERED], accept) if accept else ""
-
-
-def prefers_html(request: Request) -> bool:
-    return _preferred(request) == HTML_TYPE
 
 
 def negotiate(document: Endpoint, app: App | None) -> Endpoint:
