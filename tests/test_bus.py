@@ -195,3 +195,29 @@ async def test_stream_of_a_never_written_folder_is_just_synced(client: httpx.Asy
         assert synced.event == "synced"
     finally:
         await stream.aclose()
+
+
+async def test_idle_streams_do_not_keep_a_big_documents_state(node: Node) -> None:
+    """Each stream sends the whole state first; none may keep it while it idles."""
+    bus = node.running.bus
+    await bus.apply(parse_key("/big", bus.own), PutValue({"blob": "b" * 500_000}))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        streams = []
+        for _ in range(40):  # 40 × (500 kB of state + its base64) would be ~50 MB
+            sock = await anyio.connect_tcp("127.0.0.1", node.port)
+            auth = f"Authorization: Bearer {node.token}"
+            await sock.send(f"GET /big HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n".encode())
+            received = b""
+            with anyio.fail_after(10):
+                while b'"version"' not in received:  # the whole first event has arrived
+                    received += await sock.receive(1 << 20)
+            streams.append(sock)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 8 * 1024 * 1024, f"40 idle streams hold {growth} bytes"
+    for sock in streams:
+        await sock.aclose()

@@ -402,6 +402,7 @@ class Bus:
             last, first = await self._catch_up(key, sub, after)
             if first:
                 yield first
+            del first  # the whole state: not to be held while the stream idles
             while not sub.closed:
                 if sub.overflowed:
                     sub.overflowed = False
@@ -418,6 +419,7 @@ class Bus:
                                 events.append(event)
                 if events:
                     yield events
+                    del events
                 elif not await sub.wait(heartbeat):
                     yield [HEARTBEAT]
         finally:

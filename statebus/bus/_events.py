@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -98,7 +97,7 @@ class Subscriber:
         self.on_close = on_close  # lets the bus end a reader stuck writing to a client
         self.key = key  # canonical key or folder
         self.limit = limit
-        self.queue: deque[Event] = deque()
+        self.queue: list[Event] = []  # a list: an idle deque holds a 64-slot block
         self.waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.closed = False
@@ -149,8 +148,7 @@ class Subscriber:
         return bool(self.queue) or self.closed or self.overflowed
 
     def drain(self) -> list[Event]:
-        events = list(self.queue)
-        self.queue.clear()
+        events, self.queue = self.queue, []
         return events
 
 

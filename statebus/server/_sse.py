@@ -19,11 +19,12 @@ comment ``: heartbeat``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
-import anyio
 import orjson
 from anyio import CancelScope
 from sse_starlette import ServerSentEvent
@@ -31,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..bus import Event, Kind
 
+log = logging.getLogger(__name__)
 RETRY_MS = 2000
 
 
@@ -101,13 +103,19 @@ class EventStream:
         if preamble:
             await send({"type": "http.response.body", "body": preamble, "more_body": True})
         with CancelScope() as ending:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_until_disconnect, receive, ending)
+            # One plain task per stream watches for the client leaving: an anyio task
+            # group here would cost several KiB per idle subscriber (handles, events).
+            watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive, ending))
+            watcher.add_done_callback(_retrieve)
+            try:
                 async with aclosing(self._subscribe(ending.cancel)) as batches:
                     async for batch in batches:
                         body = self.encode(batch)
+                        del batch  # an idle stream must not keep its last (maybe whole-state) batch
                         await send({"type": "http.response.body", "body": body, "more_body": True})
-                ending.cancel()
+                        del body
+            finally:
+                watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -115,3 +123,8 @@ async def _until_disconnect(receive: Receive, ending: CancelScope) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
     ending.cancel()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("watching a stream's client failed: %r", task.exception())
