@@ -27,6 +27,7 @@ from .datadir import DataDir
 from .errors import StartupError
 from .identity import Identity
 from .server import create_app
+from .server._sse import RawSend
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class NodeServer:
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.app = create_app(self.settings, identity=self.identity, owner_token=self.owner_token)
         config = uvicorn.Config(
-            self.app,
+            RawSend(self.app),
             lifespan="on",
             access_log=False,
             log_level=self._log_level,

@@ -410,13 +410,14 @@ class Bus:
                     last, events = await self._catch_up(key, sub, last)
                 else:
                     events = []
-                    for event in sub.drain():
-                        if event.kind == Kind.HEARTBEAT:
-                            events.append(event)
-                        elif event.seq > last:
-                            last = event.seq
+                    for event in sub.drain():  # the hot path: once per event and reader
+                        seq = event.seq
+                        if seq > last:
+                            last = seq
                             if origin is None or event.origin != origin:
                                 events.append(event)
+                        elif seq == 0:  # a heartbeat
+                            events.append(event)
                 if events:
                     yield events
                     del events

@@ -28,11 +28,12 @@ from contextlib import aclosing
 import orjson
 from anyio import CancelScope
 from sse_starlette import ServerSentEvent
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..bus import Event, Kind
 
 log = logging.getLogger(__name__)
+RAW_SEND = "statebus.raw_send"
 RETRY_MS = 2000
 
 
@@ -93,12 +94,17 @@ class EventStream:
         return ServerSentEvent(retry=RETRY_MS).encode()
 
     def encode(self, batch: list[Event]) -> bytes:
+        if len(batch) == 1:
+            return sse(batch[0])
         return b"".join([sse(event) for event in batch])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
             {"type": "http.response.start", "status": self.status, "headers": self.start_headers()}
         )
+        # Once the answer has started through the app's middleware, its body goes to
+        # the server's own send (RawSend put it in the scope): no wrapper per event.
+        send = scope.get(RAW_SEND, send)
         preamble = self.preamble()
         if preamble:
             await send({"type": "http.response.body", "body": preamble, "more_body": True})
@@ -117,6 +123,24 @@ class EventStream:
             finally:
                 watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class RawSend:
+    """The outermost ASGI layer: hands streams the server's own ``send``.
+
+    Starlette's middleware wraps ``send`` to learn whether an answer has
+    started; a stream that has sent its start through them may write its
+    body, chunk after chunk, straight to the server. That is two Python
+    frames less per event and reader, on the fan-out's hottest path.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await self.app(scope, receive, send)
 
 
 async def _until_disconnect(receive: Receive, ending: CancelScope) -> None:
