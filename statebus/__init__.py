@@ -2,6 +2,7 @@
 
 from .bus import Bus
 from .errors import StatebusError
+from .federation import Federation, PeerAddress
 from .identity import Identity, NodeId
 from .keys import Key, parse_key
 from .runner import NodeServer
@@ -14,10 +15,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Bus",
     "Entry",
+    "Federation",
     "Identity",
     "Key",
     "NodeId",
     "NodeServer",
+    "PeerAddress",
     "SQLiteStore",
     "Settings",
     "StatebusError",

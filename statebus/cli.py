@@ -21,11 +21,13 @@ from typing import NoReturn
 import anyio
 import httpx
 
+from ._commands import identity_command, init_command, passphrase_for, recover_command
 from .datadir import DataDir
 from .errors import StatebusError
 from .settings import DEFAULT_MAX_BODY, DEFAULT_PORT, Settings
 
 EXIT_ERROR = 1
+COMMANDS = {"id": identity_command, "init": init_command, "recover": recover_command}
 EXIT_USAGE = 2
 
 
@@ -123,6 +125,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="print the Server-Sent Events as they arrive"
     )
     _client_args(watch)
+
+    ident = commands.add_parser(
+        "id",
+        help="print the node id and the share line a friend passes to --peer",
+        description="Print the node id (line 1) and the share line <id>@<host:port> (line 2). "
+        "Makes the key if the data directory has none.",
+    )
+    _data_arg(ident)
+
+    init = commands.add_parser(
+        "init",
+        help="make the node's key; --passphrase seals it",
+        description="Make the node's key pair if missing. With --passphrase, seal it "
+        "(Argon2id + secretbox): serve then asks for the passphrase on a terminal or "
+        "reads $STATEBUS_PASSPHRASE.",
+    )
+    _data_arg(init)
+    init.add_argument(
+        "--passphrase",
+        action="store_true",
+        help="seal the key with a passphrase (asked twice, or $STATEBUS_PASSPHRASE)",
+    )
+
+    recover = commands.add_parser(
+        "recover",
+        help="fetch this node's own data back from a friend",
+        description="On a data directory holding only the old identity.key, fetch the "
+        "node's own namespace back from a friend that holds it, verify every signature, "
+        "and report what was restored. Then serve as usual.",
+    )
+    recover.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="ID@HOST:PORT",
+        help="the friend's share line",
+    )
+    _data_arg(recover)
+    recover.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long (default: 300)",
+    )
     share = commands.add_parser(
         "share",
         help="share a key or folder (a trailing /): public, with friends, or private again",
@@ -169,11 +216,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
         if args.command in ("export", "import"):
             return _backup(args)
         return _client(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `statebus id | head -1`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as exc:
         error = _statebus_error(exc)
         if error is None:
@@ -204,18 +256,20 @@ def _fail(message: str) -> NoReturn:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
+    from .federation import PeerAddress
     from .runner import NodeServer
 
     if not 0 <= args.port <= 65535:
         _fail(f"--port {args.port} is not a port number (0-65535)")
     if args.max_body < 1:
         _fail("--max-body must be at least 1 byte")
+    peers = tuple(str(PeerAddress.parse(peer)) for peer in args.peer)
     settings = Settings(
         data_dir=args.data,
         host=args.host,
         port=args.port,
-        peers=tuple(args.peer),
-        passphrase=os.environ.get("STATEBUS_PASSPHRASE"),
+        peers=peers,
+        passphrase=passphrase_for(args.data),
         max_body=args.max_body,
         app=args.app or None,
     )
@@ -252,6 +306,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # peer links make one request per batch of entries: httpx's line per request is noise
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
 
 
 # -- backups -----------------------------------------------------------------

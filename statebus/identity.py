@@ -85,6 +85,7 @@ def node_id_from_public_key(public_key: bytes) -> NodeId:
     return NodeId(base64.b32encode(raw).decode("ascii").lower())
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and on every signature's path: memoised
 def _decode_node_id(text: str) -> tuple[NodeId, bytes]:
     """Validate ``text`` once, most basic fault first, so the message names the real one."""
     shown = text if len(text) <= 80 else text[:77] + "..."
@@ -224,6 +225,16 @@ class Identity:
         """Whether ``data_dir``'s key needs a passphrase (so the CLI knows to ask)."""
         path = data_dir / KEY_FILE
         return _field(_read_key_file(path), "sealed", bool, path)
+
+    @staticmethod
+    def recorded_id(data_dir: Path) -> NodeId:
+        """The id of ``data_dir``'s key, read without a passphrase (an id is public)."""
+        path = data_dir / KEY_FILE
+        recorded = _field(_read_key_file(path), "node_id", str, path)
+        try:
+            return parse_node_id(recorded)
+        except InvalidNodeId as exc:
+            raise IdentityError(f"{path} is damaged: {exc.detail}") from None
 
     @classmethod
     def load(cls, data_dir: Path, passphrase: str | None = None) -> Identity:

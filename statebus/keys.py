@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from .errors import InvalidKey, InvalidNodeId
 from .identity import NodeId, parse_node_id
@@ -103,6 +103,20 @@ def parse_key(raw_path: str, own: NodeId) -> Key:
             "paths under '/_' are the node's own machinery, never documents", key=key_text
         )
     return Key(namespace, "/" + "/".join(segments))
+
+
+def parse_canonical(text: str) -> Key:
+    """Check a key in the canonical form peers exchange (``/~<id>/path``, decoded).
+
+    Raises :class:`InvalidKey` unless ``text`` is exactly a key's canonical form.
+    """
+    if not text.startswith("/~"):
+        raise InvalidKey("a canonical key starts with '/~<node-id>/'", key=text[:64])
+    quoted = "/".join(quote(segment, safe="") for segment in text.split("/"))
+    key = parse_key(quoted, NodeId(""))  # the namespace is explicit: `own` is never used
+    if key.canonical != text:
+        raise InvalidKey("the key is not in canonical form", key=text[:64])
+    return key
 
 
 def folders_of(canonical: str) -> list[str]:

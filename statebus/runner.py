@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from .bus import Bus
 from .datadir import DataDir
 from .errors import StartupError
+from .federation import Federation
 from .identity import Identity
 from .server import create_app
 from .server._sse import RawSend
@@ -149,6 +150,11 @@ class NodeServer:
         bus: Bus | None = getattr(self.app.state, "bus", None) if self.app else None
         if bus is not None:
             bus.close_streams()
+        federation: Federation | None = (
+            getattr(self.app.state, "federation", None) if self.app else None
+        )
+        if federation is not None:
+            federation.close_streams()
         if self._server is not None:
             self._server.should_exit = True
 

@@ -26,8 +26,11 @@ class Settings:
     compact_after: int = 512
     heartbeat_seconds: float = 15.0
     replay_limit: int = 1000
-    synchronous: str = "FULL"
-    limits: Limits = field(
-        default_factory=Limits
-    )  # speed bumps for peers and visitors  # SQLite: FULL fsyncs every commit (a batch under load)
+    synchronous: str = "FULL"  # SQLite: FULL fsyncs every commit (a batch under load)
+    limits: Limits = field(default_factory=Limits)  # speed bumps for peers and visitors
+    peer_backoff: float = 0.5  # first delay before dialling a lost peer again; doubles
+    peer_backoff_max: float = 30.0
+    peer_heartbeat: float = 15.0  # a peer stream silent for 3x this is dead
+    peer_queue_limit: int = 8192  # live entries queued per peer before it is resynced
+    fetch_wait: float = 3.0  # how long a read of an unknown foreign key waits for peers
     app: str | None = None  # module of the app served at / and /_app/, e.g. "apps.twitter_clone"

@@ -9,30 +9,47 @@ inside), signs the update it produced, and appends the entry to the store; the
 store's commit listener (:meth:`Bus._on_commit`, on the loop, in seq order)
 then publishes one :class:`Event` to every subscriber of the key and of its
 folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
+
+Entries from peers come in through :meth:`Bus.accept`: checked (placement,
+signature) and applied as they are, then stored and published by the same
+append path as local writes. Listeners (:meth:`Bus.listen`: federation) see
+every committed batch, local or foreign, in seq order.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 from anyio.abc import TaskGroup
-from pycrdt import get_update, merge_updates
+from pycrdt import Snapshot, get_update, merge_updates
 
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..identity import Identity, NodeId, sign_entry
 from ..keys import Key, folders_of
-from ..store import CommitListener, Entry, KeyInfo, Store
+from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
+from ._accept import Accepted, Intake
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
 from ._history import replay, squash, value_at
 
-__all__ = ["Bus", "BusStats", "Change", "Delete", "Event", "Kind", "Patch", "PutUpdate", "PutValue"]
+__all__ = [
+    "Accepted",
+    "Bus",
+    "BusStats",
+    "Change",
+    "Delete",
+    "Event",
+    "Kind",
+    "Patch",
+    "PutUpdate",
+    "PutValue",
+]
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
@@ -66,7 +83,9 @@ class Bus:
         self._identity = identity
         self.own: NodeId = identity.node_id
         self._own_prefix = f"/~{self.own}"
-        self._docs = DocCache(store, max_docs=max_docs, idle_seconds=idle_seconds)
+        self._docs = DocCache(
+            store, max_docs=max_docs, idle_seconds=idle_seconds, unordered=self._unordered
+        )
         self._registry = Registry()
         self._queue_limit = queue_limit
         self._compact_after = compact_after
@@ -75,8 +94,9 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
-        self._head = 0
+        self._intake = Intake(self._docs, store)
         self._listeners: list[CommitListener] = []
+        self._head = 0
         self._closing = False
         self._tg: TaskGroup | None = None
         self._state = "new"
@@ -145,12 +165,6 @@ class Bus:
             overflows=self._registry.overflows,
             head=self._head,
         )
-
-    def listen(self, listener: CommitListener) -> Callable[[], None]:
-        """Call ``listener`` with every committed batch (on the loop, never awaiting);
-        returns the function that stops it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
 
     # -- reads -------------------------------------------------------------
 
@@ -248,7 +262,10 @@ class Bus:
             sign_entry(self._identity, key.namespace, key.path, update),
             exists=not live.view.deleted,
         )
-        return await self._append(live, entry, origin)
+        self._remember(live, entry, origin)
+        live.pending += 1
+        await self._append([(live, entry)])
+        return entry.seq or live.head
 
     def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
         """Run the change in one transaction; the update to store, or None for no change."""
@@ -270,25 +287,81 @@ class Bus:
             return merge_updates(raw, undelete) if undelete else raw
         return raw
 
-    async def _append(self, live: LiveDoc, entry: Entry, origin: str | None) -> int:
+    def _remember(self, live: LiveDoc, entry: Entry, origin: str | None = None) -> None:
+        """Keep the value right after this entry for its event (the Doc moves on)."""
         if self._registry.targets(entry.key, folders_of(entry.key)):
             self._values[entry] = live.view.read() if entry.exists else None
         if origin is not None:
             self._origins[entry] = origin
-        live.pending += 1
+
+    async def _append(self, writes: list[tuple[LiveDoc, Entry]]) -> list[Entry]:
+        """Store entries their Docs already hold; return those stored (replays are not).
+
+        Each write's ``live.pending`` was raised by the caller when it changed the
+        Doc (so the Doc is not evicted before the disk has the entry); lowered here.
+        """
         try:
-            await self._store.append([entry])
+            stored = await self._store.append([entry for _, entry in writes])
         except StoreError:
-            self._values.pop(entry, None)
-            self._origins.pop(entry, None)
-            self._docs.drop(live.key)  # the Doc may hold what the disk does not
+            for live, entry in writes:
+                self._values.pop(entry, None)
+                self._origins.pop(entry, None)
+                self._docs.drop(live.key)  # the Doc may hold what the disk does not
             raise
         finally:
-            live.pending -= 1
-        return entry.seq or live.head
+            for live, _ in writes:
+                live.pending -= 1
+        if len(stored) < len(writes):
+            for _, entry in writes:
+                if not entry.seq:
+                    self._values.pop(entry, None)
+                    self._origins.pop(entry, None)
+        return stored
+
+    # -- entries from peers ------------------------------------------------
+
+    def _unordered(self, key: str) -> bool:
+        """Whether a key's log may be out of causal order: another namespace's (relayed by
+        peers in the order they came), or one with parts still waiting."""
+        return not key.startswith(self._own_prefix) or self._intake.waits(key)
+
+    async def accept(self, entries: Sequence[Entry]) -> Accepted:
+        """Store entries from peers verbatim (same author and signature) and publish them.
+
+        Refused, and logged: entries under ``/~X/`` not signed by X, bad
+        signatures, malformed updates. An entry that adds nothing to its Doc
+        (a replay) changes nothing and is not stored.
+        """
+        result, writes = await self._intake.stage(entries, self._remember)
+        if writes:
+            result.stored = await self._append(writes)
+        await self._intake.settle(writes)
+        return result
+
+    def listen(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` with every committed batch (on the loop, never awaiting);
+        returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def digest(self, canonical: str) -> bytes | None:
+        """The document's Yjs snapshot (delete set and state vector), None if never written."""
+        live = await self._docs.get(canonical)
+        if live.head == 0:
+            return None
+        return bytes(Snapshot.from_doc(live.doc).encode())
+
+    async def log(self, canonical: str) -> DocLog:
+        """The document's stored log: every signed entry, a snapshot first if compacted."""
+        return await self._store.load(canonical)
+
+    async def documents(self, folder: str, *, after: str = "", limit: int = 1000) -> list[str]:
+        """Canonical keys of every document under a folder, deleted ones too, sorted."""
+        infos = await self._store.keys(folder, after=after, limit=limit, deleted=True)
+        return [info.key for info in infos]
 
     def _on_commit(self, entries: list[Entry]) -> None:
-        """Publish committed entries, in seq order, to every subscriber and listener."""
+        """Publish committed entries, in seq order, to every subscriber."""
         for entry in entries:
             self._head = max(self._head, entry.seq)
             live = self._docs.peek(entry.key)
@@ -315,8 +388,11 @@ class Bus:
             )
             for sub in targets:
                 sub.push(event)
-        for listener in list(self._listeners):
-            listener(entries)
+        for listener in self._listeners:
+            try:
+                listener(entries)
+            except Exception:
+                log.exception("a commit listener failed")
 
     # -- compaction --------------------------------------------------------
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
 from ..store import DocLog, Store
 from ..values import DocValue
+from ._complete import complete
 from ._history import apply_all, squash
 
 LONG_LOG = 2000  # entries: above this a load squashes the log in a worker thread
@@ -89,8 +91,16 @@ class LiveDoc:
 class DocCache:
     """Owned by the bus: at most ``max_docs`` Docs, idle ones evicted first."""
 
-    def __init__(self, store: Store, *, max_docs: int, idle_seconds: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_docs: int,
+        idle_seconds: float,
+        unordered: Callable[[str], bool] = lambda key: False,
+    ) -> None:
         self._store = store
+        self._unordered = unordered  # keys whose log may be out of causal order
         self._max_docs = max_docs
         self._idle_seconds = idle_seconds
         self._docs: OrderedDict[str, LiveDoc] = OrderedDict()
@@ -135,11 +145,19 @@ class DocCache:
             doc.apply_update(await squash(log))
         else:
             apply_all(doc, (entry.update for entry in log.entries))
+        if len(log.entries) > 1 and self._unordered(key):
+            doc = await complete(doc, [entry.update for entry in log.entries], key)
         return LiveDoc(key, doc, log.head, log)
 
     def drop(self, key: str) -> None:
         """Forget a Doc whose state may be ahead of the store (a failed commit)."""
         self._docs.pop(key, None)
+
+    def replace(self, live: LiveDoc) -> None:
+        """Put a Doc the bus rebuilt from the key's log in place of the cached one."""
+        self._docs[live.key] = live
+        self._docs.move_to_end(live.key)
+        self._shrink()
 
     def _shrink(self) -> None:
         if len(self._docs) <= self._max_docs:

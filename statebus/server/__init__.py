@@ -1,10 +1,10 @@
-"""The node's HTTP server: a Starlette app whose lifespan owns store and bus.
+"""The node's HTTP server: a Starlette app whose lifespan owns store, bus and federation.
 
 ``create_app`` builds the app; nothing exists at import time. The lifespan
-opens the store, then the bus, then the computed keys, in one exit stack
-(closed in reverse), loads the sharing rules, and hands them to routes as
-typed lifespan state (:class:`NodeState`). Browsers get the pages of
-``_pages`` in front of the document routes.
+opens the store, then the bus, then federation, then the computed keys, in
+one exit stack (closed in reverse), loads the sharing rules, and hands them
+to routes as typed lifespan state (:class:`NodeState`). Browsers get the
+pages of ``_pages`` in front of the document routes.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from ..bus import Bus
 from ..computed import Computed
 from ..datadir import DataDir
 from ..errors import NotFound
+from ..federation import Federation, Policy
 from ..identity import Identity
 from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
 from ._pages import load_app, negotiate, page_routes
+from ._peers import auth, hello, peer, peers, push, stream
 from ._routes import NodeState, document, health, login
 from ._sharing import acl
 
@@ -61,6 +63,10 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
             access = Access(identity.node_id)
             with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
                 access.update((await bus.read(acl_key(identity.node_id)))[0])
+            federation = await stack.enter_async_context(
+                Federation(bus, identity, settings, policy=Policy(identity.node_id, access))
+            )
+            app.state.federation = federation
             computed = Computed(bus)
             if served is not None and served.define is not None:
                 served.define(computed)
@@ -72,6 +78,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "settings": settings,
                     "identity": identity,
                     "bus": bus,
+                    "federation": federation,
                     "access": access,
                     "bumps": SpeedBumps(settings.limits),
                     "owner_token": owner_token,
@@ -79,11 +86,18 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
             finally:
                 app.state.bus = None
                 app.state.computed = None
+                app.state.federation = None
 
     routes = [
         Route("/_health", health),
         Route("/_login", login),
         Route("/_acl", acl, methods=["GET", "PUT", "PATCH"]),
+        Route("/_peers", peers, methods=["GET", "POST"]),
+        Route("/_peers/{node}", peer, methods=["DELETE"]),
+        Route("/_fed/hello", hello, methods=["POST"]),
+        Route("/_fed/auth", auth, methods=["POST"]),
+        Route("/_fed/stream", stream),
+        Route("/_fed/push", push, methods=["POST"]),
         *page_routes(served),
         Route("/{path:path}", negotiate(document, served), methods=DOCUMENT_METHODS),
     ]

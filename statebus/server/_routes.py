@@ -29,6 +29,7 @@ from ..errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from ..federation import Federation
 from ..identity import Identity
 from ..keys import Key, parse_key
 from ..quotas import SpeedBumps
@@ -53,6 +54,7 @@ class NodeState(TypedDict):
     settings: Settings
     identity: Identity
     bus: Bus
+    federation: Federation
     access: Access
     bumps: SpeedBumps
     owner_token: str
@@ -152,10 +154,17 @@ async def _read(request: Request, key: Key, reader: Reader) -> Response | ASGIAp
     visible = _visible(request, reader)
     accept = request.headers.get("accept", "").strip() or "*/*"
     wanted = mimeparse.best_match(READABLE, accept)
+    braid = False
     if request.method == "HEAD":
         if wanted == SSE_TYPE:
             wanted = JSON_TYPE
     elif subscribes(request.headers) and not (wanted == SSE_TYPE and SSE_TYPE in accept.lower()):
+        braid = True
+    if key.namespace != bus.own:  # fetching a foreign key subscribes upstream
+        streaming = braid or wanted == SSE_TYPE
+        wait = 0.0 if streaming else request.state.settings.fetch_wait
+        await request.state.federation.fetch(key, wait=wait)
+    if braid:
         return _braid(request, key, accept, reader)
     if wanted == JSON_TYPE:
         if key.is_folder:

@@ -116,8 +116,11 @@ class Store(abc.ABC):
         """Entries with ``seq > after`` of one key, or of every key under a folder."""
 
     @abc.abstractmethod
-    async def keys(self, folder: str, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
-        """Keys under ``folder`` that hold a value, sorted, starting after ``after``."""
+    async def keys(
+        self, folder: str, *, after: str = "", limit: int = 1000, deleted: bool = False
+    ) -> list[KeyInfo]:
+        """Keys under ``folder`` that hold a value (``deleted``: and those that held
+        one), sorted, starting after ``after``."""
 
     @abc.abstractmethod
     async def info(self, key: str) -> KeyInfo | None:

@@ -373,14 +373,17 @@ class SQLiteStore(Store):
         result: list[Entry] = await self._read(f"reading the log of {key}", run)
         return result
 
-    async def keys(self, folder: str, *, after: str = "", limit: int = 1000) -> list[KeyInfo]:
+    async def keys(
+        self, folder: str, *, after: str = "", limit: int = 1000, deleted: bool = False
+    ) -> list[KeyInfo]:
         low, high = folder_bounds(folder)
 
         def run(conn: sqlite3.Connection) -> list[KeyInfo]:
             rows = conn.execute(
                 "SELECT key, head, present, log_entries, log_bytes FROM docs "
-                "WHERE key >= ? AND key < ? AND key > ? AND present = 1 ORDER BY key LIMIT ?",
-                (low, high, after, limit),
+                "WHERE key >= ? AND key < ? AND key > ? AND (present = 1 OR ?) "
+                "ORDER BY key LIMIT ?",
+                (low, high, after, int(deleted), limit),
             ).fetchall()
             return [KeyInfo(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
 

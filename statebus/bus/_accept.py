@@ -1,0 +1,245 @@
+"""Entries from peers: where they may be stored, whose signature they carry, what they add.
+
+A peer sends entries exactly as their author stored them. :class:`Intake` keeps
+those that are signed by the owner of the namespace they claim (``/~X/...``
+only when X signed it; a node's own namespace coming back from a friend is
+the same rule) and whose signature holds, verifying groups of them in a worker
+thread while the loop applies the group before. :func:`integrate` applies one
+to its Doc and says whether it changed anything, only repeated what the Doc
+holds, or has parts that wait for dependencies still missing (Yjs keeps those
+pending). :class:`Waiting` remembers the latter, because yrs does not always
+finish integrating pending parts applied out of causal order (nor does applying
+such a log in order); a Doc that has them is rebuilt from its log and completed
+(``_complete``) once more arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
+from pycrdt import Doc
+
+from ..coverage import waiting
+from ..errors import InvalidKey
+from ..identity import NodeId, SignedEntry, Verifier
+from ..keys import Key, parse_canonical
+from ..store import Entry, Store
+from ._complete import complete
+from ._docs import DocCache, LiveDoc
+from ._history import apply_all
+
+log = logging.getLogger(__name__)
+
+MAX_WAITING_KEYS = 10_000
+MAX_WAITING_PER_KEY = 1_000
+
+
+@dataclass(slots=True)
+class Accepted:
+    """What :meth:`Bus.accept` did with a batch: stored, refused (with why), or redundant."""
+
+    stored: list[Entry] = field(default_factory=list)
+    refused: list[tuple[Entry, str]] = field(default_factory=list)
+    redundant: int = 0
+
+
+def placement(entry: Entry, key: Key | str) -> Key | str:
+    """The entry's key if it may be stored there, else why not (``key``: its parse)."""
+    if isinstance(key, str):
+        return key
+    if key.is_folder:
+        return f"{entry.key} is a folder, which holds no entries"
+    if entry.author != key.namespace:
+        return f"signed by {entry.author[:16]}…, not by {key.namespace[:16]}…, owner of {entry.key}"
+    return key
+
+
+def parse_entry_key(text: str) -> Key | str:
+    """A canonical key, or why it is not one."""
+    try:
+        return parse_canonical(text)
+    except InvalidKey as exc:
+        return f"bad key {text[:80]!r}: {exc.detail}"
+
+
+class Outcome(enum.Enum):
+    CHANGED = "changed"
+    WAITING = "waiting"  # stored: some parts wait in the Doc for missing dependencies
+    REDUNDANT = "redundant"  # the Doc held all of it: a replay, or covered by a snapshot
+    MALFORMED = "malformed"
+
+
+def apply_update(doc: Doc[Any], update: bytes) -> bool:
+    """Apply a Yjs update; False if yrs cannot decode it (its panics included)."""
+    try:
+        doc.apply_update(update)
+    except ValueError:
+        return False
+    except BaseException as exc:  # pyo3 panics derive from BaseException
+        if type(exc).__name__ != "PanicException":
+            raise
+        return False
+    return True
+
+
+def integrate(live: LiveDoc, update: bytes) -> Outcome:
+    """Apply a peer's update to its Doc (no await: one transaction) and classify it."""
+    live.take_update()
+    if not apply_update(live.doc, update):
+        return Outcome.MALFORMED
+    changed = live.take_update() is not None
+    if waiting(update, live.doc.get_state()):
+        return Outcome.WAITING
+    return Outcome.CHANGED if changed else Outcome.REDUNDANT
+
+
+class Waiting:
+    """Per key, the stored updates whose parts still wait in its Doc. Owned by the bus."""
+
+    def __init__(self) -> None:
+        self._by_key: OrderedDict[str, list[bytes]] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._by_key
+
+    def add(self, key: str, update: bytes) -> None:
+        updates = self._by_key.setdefault(key, [])
+        self._by_key.move_to_end(key)
+        if len(updates) < MAX_WAITING_PER_KEY:
+            updates.append(update)
+        while len(self._by_key) > MAX_WAITING_KEYS:
+            dropped, _ = self._by_key.popitem(last=False)
+            log.warning("forgot the pending parts of %s (too many keys wait)", dropped)
+
+    def recheck(self, live: LiveDoc) -> None:
+        """Forget the updates of ``live``'s key that its Doc now integrates fully."""
+        updates = self._by_key.get(live.key)
+        if updates is None:
+            return
+        state = live.doc.get_state()
+        still = [update for update in updates if waiting(update, state)]
+        if still:
+            self._by_key[live.key] = still
+        else:
+            del self._by_key[live.key]
+
+
+Remember = Callable[[LiveDoc, Entry], None]
+
+
+Placed = list[tuple[Entry, Key]]
+VERIFY_GROUP = 128  # signatures checked per worker-thread call; the next group is
+# verified while the loop applies this one
+KEY_CACHE = 4096
+
+
+class Intake:
+    """The bus's side of :meth:`Bus.accept`: checks, applies, and settles peer entries."""
+
+    def __init__(self, docs: DocCache, store: Store) -> None:
+        self._docs = docs
+        self._store = store
+        self._verifier = Verifier()
+        self._waiting = Waiting()
+        self._keys: OrderedDict[str, Key | str] = OrderedDict()
+
+    def _parse(self, text: str) -> Key | str:
+        found = self._keys.get(text)
+        if found is None:
+            found = self._keys[text] = parse_entry_key(text)
+            if len(self._keys) > KEY_CACHE:
+                self._keys.popitem(last=False)
+        return found
+
+    async def _verify(
+        self, groups: list[Placed], send: MemoryObjectSendStream[tuple[Placed, list[bool]]]
+    ) -> None:
+        async with send:
+            for group in groups:
+                items = [
+                    SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature)
+                    for e, k in group
+                ]
+                verdicts = await anyio.to_thread.run_sync(self._verifier.verify_many, items)
+                await send.send((group, verdicts))
+
+    async def stage(
+        self, entries: Sequence[Entry], remember: Remember
+    ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
+        """Check entries and apply the good ones to their Docs; return the verdicts and
+        the writes to append (each with its Doc's ``pending`` raised)."""
+        result = Accepted()
+        placed: Placed = []
+        for entry in entries:
+            where = placement(entry, self._parse(entry.key))
+            if isinstance(where, str):
+                result.refused.append((entry, where))
+            else:
+                placed.append((entry, where))
+        writes: list[tuple[LiveDoc, Entry]] = []
+        groups = [placed[i : i + VERIFY_GROUP] for i in range(0, len(placed), VERIFY_GROUP)]
+        send, receive = anyio.create_memory_object_stream[tuple[Placed, list[bool]]](1)
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(self._verify, groups, send)
+            async for group, verdicts in receive:
+                for (entry, key), ok in zip(group, verdicts, strict=True):
+                    if not ok:
+                        reason = f"bad signature on {key.canonical} by {entry.author[:16]}…"
+                        result.refused.append((entry, reason))
+                        continue
+                    live = await self._docs.get(entry.key)
+                    if self._apply(live, entry, result):
+                        remember(live, entry)
+                        live.pending += 1
+                        writes.append((live, entry))
+        if result.refused:  # one line per batch: a bad peer must not flood the log
+            entry, reason = result.refused[0]
+            more = len(result.refused) - 1
+            log.warning("refused an entry for %s: %s (and %d more)", entry.key[:120], reason, more)
+        return result, writes
+
+    def _apply(self, live: LiveDoc, entry: Entry, result: Accepted) -> bool:
+        """Apply one verified entry; whether it is to be stored."""
+        outcome = integrate(live, entry.update)
+        if outcome is Outcome.MALFORMED:
+            result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
+            return False
+        if outcome is Outcome.REDUNDANT:
+            result.redundant += 1
+            return False
+        if outcome is Outcome.WAITING:
+            self._waiting.add(entry.key, entry.update)
+        entry.snapshot, entry.seq = False, 0
+        entry.exists = not live.view.deleted
+        return True
+
+    def waits(self, key: str) -> bool:
+        return key in self._waiting
+
+    async def settle(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
+        """Rebuild from their logs the Docs just written that hold pending parts."""
+        for key in dict.fromkeys(entry.key for _, entry in writes):
+            if key not in self._waiting:
+                continue
+            live = self._docs.peek(key)
+            if live is not None and live.pending:
+                continue  # a write is on its way to disk; the next batch retries
+            stored = await self._store.load(key)
+            doc: Doc[Any] = Doc()
+            updates = [entry.update for entry in stored.entries]
+            apply_all(doc, updates)
+            doc = await complete(doc, updates, key)
+            live = self._docs.peek(key)
+            if live is not None and live.pending:
+                continue  # a write started meanwhile; the next batch retries
+            rebuilt = LiveDoc(key, doc, stored.head, stored)
+            self._docs.replace(rebuilt)
+            self._waiting.recheck(rebuilt)
