@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{unit} (default: {getattr(defaults, field)})",
         )
     serve.add_argument(
+        "--app",
+        default="apps.twitter_clone",
+        metavar="MODULE",
+        help="the app shown at / (files under /_app/); '' for none (default: apps.twitter_clone)",
+    )
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -291,6 +297,7 @@ def _serve(args: argparse.Namespace) -> int:
         passphrase=passphrase_for(args.data),
         max_body=args.max_body,
         limits=limits,
+        app=args.app or None,
     )
     _configure_logging(args.log_level)
 

@@ -33,3 +33,4 @@ class Settings:
     peer_heartbeat: float = 15.0  # a peer stream silent for 3x this is dead
     peer_queue_limit: int = 8192  # live entries queued per peer before it is resynced
     fetch_wait: float = 3.0  # how long a read of an unknown foreign key waits for peers
+    app: str | None = None  # module of the app served at / and /_app/, e.g. "apps.twitter_clone"

@@ -222,6 +222,17 @@ class Bus:
         ]
         return shown, following
 
+    async def namespaces(self) -> list[NodeId]:
+        """Every namespace that holds a value here, own first (one indexed probe each)."""
+        found = [self.own]
+        after = "/~"  # past the machinery documents (/_acl), which are in no namespace
+        while infos := await self._store.keys("/", after=after, limit=1):
+            namespace = NodeId(infos[0].key[2:].split("/", 1)[0])
+            if namespace != self.own:
+                found.append(namespace)
+            after = f"/~{namespace}0"  # past every key of this namespace ("0" follows "/")
+        return found
+
     def _document(self, key: Key) -> str:
         if key.is_folder:
             raise InvalidKey("this names a folder; a document key does not end in '/'")

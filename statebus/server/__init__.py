@@ -1,8 +1,10 @@
 """The node's HTTP server: a Starlette app whose lifespan owns store, bus and federation.
 
 ``create_app`` builds the app; nothing exists at import time. The lifespan
-opens the store, then the bus, then federation, in one exit stack (closed in
-reverse) and hands them to routes as typed lifespan state (:class:`NodeState`).
+opens the store, then the bus, then federation, then the computed keys, in
+one exit stack (closed in reverse), loads the sharing rules, and hands them
+to routes as typed lifespan state (:class:`NodeState`). Browsers get the
+pages of ``_pages`` in front of the document routes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from starlette.routing import Route
 
 from ..access import Access, acl_key
 from ..bus import Bus
+from ..computed import Computed
 from ..datadir import DataDir
 from ..errors import NotFound
 from ..federation import Federation, Policy
@@ -24,6 +27,7 @@ from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
 from ._errors import HANDLERS
+from ._pages import load_app, negotiate, page_routes
 from ._peers import auth, hello, peer, peers, push, stream
 from ._routes import NodeState, document, health, login
 from ._sharing import acl
@@ -34,7 +38,8 @@ DOCUMENT_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
 
 
 def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> Starlette:
-    """The ASGI app of one node. ``app.state.bus`` is set while it runs."""
+    """The ASGI app of one node. ``app.state.bus`` and ``.computed`` are set while it runs."""
+    served = load_app(settings.app) if settings.app else None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[NodeState]:
@@ -64,8 +69,13 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     bus, identity, settings, policy=Policy(identity.node_id, access), bumps=bumps
                 )
             )
-            app.state.bus = bus
             app.state.federation = federation
+            computed = Computed(bus)
+            if served is not None and served.define is not None:
+                served.define(computed)
+            await stack.enter_async_context(computed)
+            app.state.bus = bus
+            app.state.computed = computed
             try:
                 yield {
                     "settings": settings,
@@ -78,6 +88,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                 }
             finally:
                 app.state.bus = None
+                app.state.computed = None
                 app.state.federation = None
 
     routes = [
@@ -90,6 +101,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
         Route("/_fed/auth", auth, methods=["POST"]),
         Route("/_fed/stream", stream),
         Route("/_fed/push", push, methods=["POST"]),
-        Route("/{path:path}", document, methods=DOCUMENT_METHODS),
+        *page_routes(served),
+        Route("/{path:path}", negotiate(document, served), methods=DOCUMENT_METHODS),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)

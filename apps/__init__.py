@@ -1,0 +1,1 @@
+"""Apps a statebus node can serve (``serve --app MODULE``), each a package of its files."""
