@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     put = commands.add_parser("put", help="set a key's value (a JSON object)")
     put.add_argument("key", help="the key, e.g. /profile")
     put.add_argument("value", help='the new value, e.g. \'{"name": "Ada"}\'')
+    put.add_argument(
+        "--encrypt-to",
+        nargs="*",
+        metavar="ID",
+        help="seal the key end to end to these node ids (and you); naming others later "
+        "re-keys it (a friend left out cannot read what comes after); no ids: only you",
+    )
     _client_args(put)
 
     watch = commands.add_parser(
@@ -384,7 +391,7 @@ def _client(args: argparse.Namespace) -> int:
             if args.command == "get":
                 return _get(http, key)
             if args.command == "put":
-                return _put(http, key, args.value)
+                return _put(http, key, args.value, args.encrypt_to)
             if args.command == "share":
                 return _share(http, key, args)
             return _watch(http, key, raw=args.raw)
@@ -410,12 +417,15 @@ def _get(http: httpx.Client, key: str) -> int:
     return 0
 
 
-def _put(http: httpx.Client, key: str, value: str) -> int:
+def _put(http: httpx.Client, key: str, value: str, encrypt_to: list[str] | None) -> int:
     try:
         json.loads(value)
     except ValueError as exc:
         _fail(f"the value is not valid JSON: {exc}")
-    response = http.put(key, content=value.encode(), headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if encrypt_to is not None:
+        headers["Encrypt-To"] = ", ".join(encrypt_to)
+    response = http.put(key, content=value.encode(), headers=headers)
     _check(response)
     print(json.dumps(response.json()))
     return 0

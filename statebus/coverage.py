@@ -102,12 +102,15 @@ class Digest:
     clocks: dict[int, int] = field(default_factory=dict)
     deleted: dict[int, Ranges] = field(default_factory=dict)
     state_vector: bytes = EMPTY_STATE
+    sealed: bool = False  # a sealed document: its entries are not Yjs, nothing can be compared
 
     @classmethod
     def decode(cls, snapshot: bytes) -> Digest:
         """Parse a Yjs v1 snapshot (delete set, then state vector); ValueError if malformed."""
         if not snapshot:
             return EMPTY
+        if snapshot == SEALED_DIGEST:
+            return SEALED
         reader = _Reader(snapshot)
         deleted = _read_delete_set(reader)
         start = reader.pos
@@ -117,7 +120,10 @@ class Digest:
         return cls(clocks, deleted, snapshot[start:])
 
     def covers(self, other: Digest) -> bool:
-        """Whether a document in this state holds everything ``other`` holds."""
+        """Whether a document in this state holds everything ``other`` holds (never, for
+        sealed documents: their logs are exchanged whole, and dedup'd on arrival)."""
+        if self.sealed or other.sealed:
+            return False
         for client, clock in other.clocks.items():
             if self.clocks.get(client, 0) < clock:
                 return False
@@ -129,6 +135,8 @@ class Digest:
 
 
 EMPTY = Digest()
+SEALED_DIGEST = b"\xffsealed"  # what a sealed document's digest is instead of a snapshot
+SEALED = Digest(sealed=True)
 
 
 def _contains(ranges: Ranges, start: int, end: int) -> bool:

@@ -180,3 +180,22 @@ async def test_share_reaches_the_running_node(tmp_path: Path) -> None:
         assert "say who may read it" in one_line_error(nothing)
     finally:
         await node.close()
+
+
+async def test_put_encrypt_to_seals_the_key(tmp_path: Path) -> None:
+    node = await NodeProcess(tmp_path / "data").start()
+    data = str(tmp_path / "data")
+    friend = "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkenl5sid"
+    try:
+        sealed = await anyio.to_thread.run_sync(
+            lambda: run("put", "/note", '{"t": "shh"}', "--encrypt-to", friend, "--data", data)
+        )
+        assert sealed.returncode == 0, sealed.stderr
+        got = await anyio.to_thread.run_sync(lambda: run("get", "/note", "--data", data))
+        assert json.loads(got.stdout) == {"t": "shh"}
+    finally:
+        await node.close()
+    files = list((tmp_path / "data").glob("statebus.db*"))  # the database and its WAL
+    assert sum(f.stat().st_size for f in files) > 0
+    assert all(b"shh" not in f.read_bytes() for f in files)
+    assert any(b"SBSEAL1" in f.read_bytes() for f in files)  # the sealed entries are there

@@ -28,15 +28,17 @@ import anyio
 from anyio.abc import TaskGroup
 from pycrdt import Snapshot, get_update, merge_updates
 
+from ..coverage import SEALED_DIGEST
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..identity import Identity, NodeId, sign_entry
-from ..keys import Key, folders_of
+from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
 from ._accept import Accepted, Intake
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
 from ._history import replay, squash, value_at
+from ._sealed import Opened, Sealer
 
 __all__ = [
     "Accepted",
@@ -53,6 +55,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
+
+
+def _sealed_away(live: LiveDoc) -> str:
+    return "" if live.readable else " this node can read (it is sealed to other nodes)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +89,15 @@ class Bus:
         self._identity = identity
         self.own: NodeId = identity.node_id
         self._own_prefix = f"/~{self.own}"
+        self._sealer = Sealer(identity)
+        self._sealed: set[str] = set()  # keys whose log holds encrypted entries
+        self._plain: dict[Entry, bytes] = {}  # a sealed entry's Yjs update, for its event
         self._docs = DocCache(
-            store, max_docs=max_docs, idle_seconds=idle_seconds, unordered=self._unordered
+            store,
+            max_docs=max_docs,
+            idle_seconds=idle_seconds,
+            unordered=self._unordered,
+            opener=self._open,
         )
         self._registry = Registry()
         self._queue_limit = queue_limit
@@ -94,7 +107,7 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
-        self._intake = Intake(self._docs, store)
+        self._intake = Intake(self._docs, store, self._sealer, self._plain)
         self._listeners: list[CommitListener] = []
         self._head = 0
         self._closing = False
@@ -107,6 +120,7 @@ class Bus:
         if self._state != "new":
             raise RuntimeError(f"Bus cannot open when {self._state}")
         self._head = await self._store.head()
+        self._sealed = set(await self._store.sealed_keys())
         self._store.listen(self._on_commit)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -168,18 +182,28 @@ class Bus:
 
     # -- reads -------------------------------------------------------------
 
+    def is_sealed(self, canonical: str) -> bool:
+        """Whether the key is a document encrypted to some friends."""
+        return canonical in self._sealed
+
+    def _open(self, canonical: str, entries: list[Entry]) -> Opened:
+        if canonical not in self._sealed:
+            return Opened(updates=[entry.update for entry in entries])
+        return self._sealer.open_log(parse_canonical(canonical), entries)
+
     async def read(self, key: Key) -> tuple[dict[str, Any], int]:
-        """The key's value and version; NotFound when it holds none."""
+        """The key's value and version; NotFound when it holds none (or none this node
+        can open: a document sealed to others)."""
         live = await self._docs.get(self._document(key))
         if not live.exists:
-            raise NotFound(f"{key.display(self.own)} holds no value")
+            raise NotFound(f"{key.display(self.own)} holds no value{_sealed_away(live)}")
         return live.view.read(), live.head
 
     async def state(self, key: Key, since: bytes | None = None) -> tuple[bytes, int]:
         """The key's Yjs state as one update, or only what state vector ``since`` lacks."""
         live = await self._docs.get(self._document(key))
-        if live.head == 0:
-            raise NotFound(f"{key.display(self.own)} was never written")
+        if live.head == 0 or not live.readable:
+            raise NotFound(f"{key.display(self.own)} was never written{_sealed_away(live)}")
         if since is None:
             return live.doc.get_update(), live.head
         try:
@@ -194,6 +218,11 @@ class Bus:
             raise Conflict(f"version {version} is newer than anything this node has")
         if version >= live.head and not live.pending:  # the Doc holds exactly that version
             return live.view.read() if live.exists else {}
+        if live.sealed is not None:
+            raise Conflict(
+                f"{key.display(self.own)} is sealed: a PUT with Parents must name its newest "
+                "version; read it again and retry"
+            )
         value = await value_at(await self._store.load(live.key), version)
         if value is None:
             raise Conflict(
@@ -240,11 +269,20 @@ class Bus:
 
     # -- the one write path ------------------------------------------------
 
-    async def apply(self, key: Key, change: Change, *, origin: str | None = None) -> int:
+    async def apply(
+        self,
+        key: Key,
+        change: Change,
+        *,
+        origin: str | None = None,
+        encrypt_to: frozenset[NodeId] | None = None,
+    ) -> int:
         """Run ``change`` on the key, durably; return the key's new version.
 
         ``origin`` tags the change's event, so that the reader that wrote it
-        (``stream(..., origin=...)``) is not sent its own echo.
+        (``stream(..., origin=...)``) is not sent its own echo. ``encrypt_to``
+        seals the document to these friends (and the owner): on its first write
+        it is created sealed; later, naming other friends re-keys it.
         """
         canonical = self._document(key)
         if key.namespace != self.own:
@@ -252,20 +290,45 @@ class Bus:
         live = await self._docs.get(canonical)
         if isinstance(change, Delete) and not live.exists:
             raise NotFound(f"{key.display(self.own)} holds no value to delete")
+        payloads = self._rekey(live, key, encrypt_to) if encrypt_to is not None else []
         update = self._transact(live, change)
-        if update is None:
+        if update is not None and live.sealed is not None:
+            payloads.append(self._sealer.seal(key, live.sealed, update))
+        elif update is not None:
+            payloads.append(update)
+        if not payloads:
             return live.head
-        entry = Entry(
-            canonical,
-            update,
-            self.own,
-            sign_entry(self._identity, key.namespace, key.path, update),
-            exists=not live.view.deleted,
-        )
-        self._remember(live, entry, origin)
-        live.pending += 1
-        await self._append([(live, entry)])
-        return entry.seq or live.head
+        entries = [
+            Entry(
+                canonical,
+                payload,
+                self.own,
+                sign_entry(self._identity, key.namespace, key.path, payload),
+                exists=not live.view.deleted,
+                sealed=live.sealed is not None,
+            )
+            for payload in payloads
+        ]
+        if update is not None and live.sealed is not None:
+            self._plain[entries[-1]] = update
+        for entry in entries:
+            self._remember(live, entry, origin)
+        live.pending += len(entries)
+        await self._append([(live, entry) for entry in entries])
+        return entries[-1].seq or live.head
+
+    def _rekey(self, live: LiveDoc, key: Key, recipients: frozenset[NodeId]) -> list[bytes]:
+        """The key payloads that seal the document to ``recipients`` from now on."""
+        if live.sealed is None:
+            if live.head:
+                raise Conflict(
+                    f"{key.display(self.own)} was written in the clear, and those entries "
+                    "are out; seal a new key instead"
+                )
+            live.sealed, payload = self._sealer.create(recipients)
+            self._sealed.add(live.key)
+            return [payload]
+        return self._sealer.rekey(live.sealed, recipients)
 
     def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
         """Run the change in one transaction; the update to store, or None for no change."""
@@ -345,10 +408,13 @@ class Bus:
         return lambda: self._listeners.remove(listener)
 
     async def digest(self, canonical: str) -> bytes | None:
-        """The document's Yjs snapshot (delete set and state vector), None if never written."""
+        """The document's Yjs snapshot (delete set and state vector), None if never written;
+        for a sealed document the marker that makes catch-up exchange its whole log."""
         live = await self._docs.get(canonical)
         if live.head == 0:
             return None
+        if live.sealed is not None:
+            return SEALED_DIGEST
         return bytes(Snapshot.from_doc(live.doc).encode())
 
     async def log(self, canonical: str) -> DocLog:
@@ -372,6 +438,13 @@ class Bus:
                     self._schedule_compaction(live)
             value = self._values.pop(entry, _MISSING)
             origin = self._origins.pop(entry, None)
+            update = entry.update
+            if entry.sealed:
+                self._sealed.add(entry.key)
+                plain = self._plain.pop(entry, None)
+                if plain is None:
+                    continue  # keys, or an update not sealed to this node: nothing shows
+                update = plain
             targets = self._registry.targets(entry.key, folders_of(entry.key))
             if not targets:
                 continue
@@ -382,7 +455,7 @@ class Bus:
                 self.display(entry.key),
                 entry.seq,
                 value=value,
-                update=entry.update,
+                update=update,
                 entry=entry,
                 origin=origin,
             )
@@ -418,8 +491,8 @@ class Bus:
         The snapshot is built from the store's entries (not the live Doc, which
         may hold writes still on their way to disk), in a worker thread.
         """
-        if not key.startswith(self._own_prefix):
-            return False
+        if not key.startswith(self._own_prefix) or key in self._sealed:
+            return False  # another node's, or sealed: no snapshot this node may write
         log_ = await self._store.load(key)
         if len(log_.entries) < 2:
             return False
@@ -510,9 +583,9 @@ class Bus:
         if key.is_folder:
             return await self._folder_catch_up(key, after, sub.visible)
         live = await self._docs.get(key.canonical)
-        if after is not None and after <= live.head:
-            if after == live.head:
-                return after, []
+        if after is not None and after == live.head:
+            return after, []
+        if after is not None and after < live.head and key.canonical not in self._sealed:
             log_ = await self._store.load(key.canonical)
             events = await replay(log_, after, key.display(self.own))
             if events is not None and len(events) <= self._replay_limit:
@@ -558,8 +631,10 @@ class Bus:
     async def _folder_replay(self, entries: list[Entry], after: int) -> tuple[int, list[Event]]:
         events: list[Event] = []
         for canonical in dict.fromkeys(entry.key for entry in entries):
-            replayed = await replay(
-                await self._store.load(canonical), after, self.display(canonical)
+            replayed = (
+                None  # a sealed log is replayed as its state: its entries are not Yjs
+                if canonical in self._sealed
+                else await replay(await self._store.load(canonical), after, self.display(canonical))
             )
             if replayed is None:
                 value, update = await self._current(canonical)

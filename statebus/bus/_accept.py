@@ -28,13 +28,15 @@ from anyio.streams.memory import MemoryObjectSendStream
 from pycrdt import Doc
 
 from ..coverage import waiting
-from ..errors import InvalidKey
+from ..errors import DecryptionError, InvalidKey
 from ..identity import NodeId, SignedEntry, Verifier
 from ..keys import Key, parse_canonical
+from ..sealing import DocumentKeys
 from ..store import Entry, Store
 from ._complete import complete
 from ._docs import DocCache, LiveDoc
 from ._history import apply_all
+from ._sealed import Sealer, is_sealed
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +146,18 @@ KEY_CACHE = 4096
 class Intake:
     """The bus's side of :meth:`Bus.accept`: checks, applies, and settles peer entries."""
 
-    def __init__(self, docs: DocCache, store: Store) -> None:
+    def __init__(
+        self,
+        docs: DocCache,
+        store: Store,
+        sealer: Sealer | None = None,
+        plain: dict[Entry, bytes] | None = None,
+    ) -> None:
         self._docs = docs
         self._store = store
+        self._sealer = sealer
+        self._plain = plain if plain is not None else {}  # a sealed entry's Yjs update
+        self._reopen: set[str] = set()  # sealed Docs that learned a key: rebuild them
         self._verifier = Verifier()
         self._waiting = Waiting()
         self._keys: OrderedDict[str, Key | str] = OrderedDict()
@@ -196,7 +207,7 @@ class Intake:
                         result.refused.append((entry, reason))
                         continue
                     live = await self._docs.get(entry.key)
-                    if self._apply(live, entry, result):
+                    if self._apply(live, key, entry, result):
                         remember(live, entry)
                         live.pending += 1
                         writes.append((live, entry))
@@ -206,8 +217,10 @@ class Intake:
             log.warning("refused an entry for %s: %s (and %d more)", entry.key[:120], reason, more)
         return result, writes
 
-    def _apply(self, live: LiveDoc, entry: Entry, result: Accepted) -> bool:
+    def _apply(self, live: LiveDoc, key: Key, entry: Entry, result: Accepted) -> bool:
         """Apply one verified entry; whether it is to be stored."""
+        if is_sealed(entry.update):
+            return self._apply_sealed(live, key, entry, result)
         outcome = integrate(live, entry.update)
         if outcome is Outcome.MALFORMED:
             result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
@@ -221,11 +234,42 @@ class Intake:
         entry.exists = not live.view.deleted
         return True
 
+    def _apply_sealed(self, live: LiveDoc, key: Key, entry: Entry, result: Accepted) -> bool:
+        """A sealed entry: kept (and relayed) whether or not this node can open it;
+        opened and applied when one of its keys was sealed to this node."""
+        if self._sealer is None:
+            result.refused.append((entry, "this node does not take sealed entries"))
+            return False
+        if live.sealed is None:
+            live.sealed = DocumentKeys()
+        known = len(live.sealed.keys)
+        try:
+            update = self._sealer.open_entry(key, live.sealed, entry)
+        except DecryptionError as exc:
+            result.refused.append((entry, f"{exc.detail} ({entry.key})"))
+            return False
+        if len(live.sealed.keys) > known and live.head:
+            self._reopen.add(live.key)  # updates it held unopened may open now
+        if update is not None:
+            if integrate(live, update) is Outcome.MALFORMED:
+                result.refused.append((entry, f"a sealed update is not Yjs ({entry.key})"))
+                return False
+            self._plain[entry] = update
+        entry.snapshot, entry.seq, entry.sealed = False, 0, True
+        entry.exists = live.exists
+        return True
+
     def waits(self, key: str) -> bool:
         return key in self._waiting
 
     async def settle(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
-        """Rebuild from their logs the Docs just written that hold pending parts."""
+        """Rebuild from their logs the Docs just written that hold pending parts, and
+        the sealed ones that just learned a key to updates they already held."""
+        for key in list(self._reopen):
+            live = self._docs.peek(key)
+            if live is None or not live.pending:
+                self._reopen.discard(key)
+                self._docs.drop(key)  # reloaded (and opened) at its next use
         for key in dict.fromkeys(entry.key for _, entry in writes):
             if key not in self._waiting:
                 continue

@@ -16,10 +16,12 @@ from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
-from ..store import DocLog, Store
+from ..sealing import DocumentKeys
+from ..store import DocLog, Entry, Store
 from ..values import DocValue
 from ._complete import complete
-from ._history import apply_all, squash
+from ._history import apply_all, squash_updates
+from ._sealed import Opened
 
 LONG_LOG = 2000  # entries: above this a load squashes the log in a worker thread
 
@@ -33,6 +35,7 @@ class LiveDoc:
         "head",
         "key",
         "pending",
+        "sealed",
         "snapshot_bytes",
         "tail_bytes",
         "tail_entries",
@@ -50,6 +53,7 @@ class LiveDoc:
         self.tail_bytes = 0
         self.measure(log)
         self.pending = 0  # writes applied here, not yet durable
+        self.sealed: DocumentKeys | None = None  # a document encrypted to some friends
         self.used = time.monotonic()
         self.captured: list[bytes] = []
         doc.observe(self._capture)
@@ -71,6 +75,8 @@ class LiveDoc:
         """Compaction pays for itself when the tail is long and no longer small next to
         the snapshot it would be folded into (so a big document is not re-encoded for
         every few small writes: the cost per write stays bounded)."""
+        if self.sealed is not None:
+            return False  # a snapshot of a sealed document would have to be sealed too
         return self.tail_entries > min_entries and 4 * self.tail_bytes >= self.snapshot_bytes
 
     def _capture(self, event: TransactionEvent) -> None:
@@ -78,7 +84,12 @@ class LiveDoc:
 
     @property
     def exists(self) -> bool:
-        return self.head > 0 and not self.view.deleted
+        return self.head > 0 and not self.view.deleted and self.readable
+
+    @property
+    def readable(self) -> bool:
+        """False for a sealed document whose keys were sealed to other nodes only."""
+        return self.sealed is None or bool(self.sealed.keys)
 
     def take_update(self) -> bytes | None:
         """The update the last transaction produced, if it changed anything."""
@@ -98,8 +109,10 @@ class DocCache:
         max_docs: int,
         idle_seconds: float,
         unordered: Callable[[str], bool] = lambda key: False,
+        opener: Callable[[str, list[Entry]], Opened] | None = None,
     ) -> None:
         self._store = store
+        self._opener = opener  # turns a sealed log into the updates this node can read
         self._unordered = unordered  # keys whose log may be out of causal order
         self._max_docs = max_docs
         self._idle_seconds = idle_seconds
@@ -138,16 +151,24 @@ class DocCache:
 
     async def _load(self, key: str) -> LiveDoc:
         log = await self._store.load(key)
+        opened = (
+            self._opener(key, log.entries)
+            if self._opener is not None
+            else Opened(updates=[entry.update for entry in log.entries])
+        )
+        updates = opened.updates
         doc: Doc[Any] = Doc()
-        if len(log.entries) > LONG_LOG:
+        if len(updates) > LONG_LOG:
             # Squash a long (not yet compacted) log off the loop; the Doc itself must
             # be made here, on the loop's thread, so it takes the squashed state.
-            doc.apply_update(await squash(log))
+            doc.apply_update(await squash_updates(updates))
         else:
-            apply_all(doc, (entry.update for entry in log.entries))
-        if len(log.entries) > 1 and self._unordered(key):
-            doc = await complete(doc, [entry.update for entry in log.entries], key)
-        return LiveDoc(key, doc, log.head, log)
+            apply_all(doc, updates)
+        if len(updates) > 1 and (self._unordered(key) or opened.sealed is not None):
+            doc = await complete(doc, updates, key)
+        live = LiveDoc(key, doc, log.head, log)
+        live.sealed = opened.sealed
+        return live
 
     def drop(self, key: str) -> None:
         """Forget a Doc whose state may be ahead of the store (a failed commit)."""

@@ -59,16 +59,21 @@ def apply_all(doc: Doc[Any], updates: Iterable[bytes]) -> None:
             doc.apply_update(update)
 
 
-def _squash(log: DocLog) -> bytes:
+def _squash(updates: list[bytes]) -> bytes:
     doc: Doc[Any] = Doc()
-    apply_all(doc, (entry.update for entry in log.entries))
+    apply_all(doc, updates)
     return doc.get_update()
 
 
 async def squash(log: DocLog) -> bytes:
     """The whole state the log leads to, re-encoded by a Doc (compaction that loses
     nothing; merging updates alone keeps the deleted content a Doc garbage-collects)."""
-    return await anyio.to_thread.run_sync(_squash, log)
+    return await anyio.to_thread.run_sync(_squash, [entry.update for entry in log.entries])
+
+
+async def squash_updates(updates: list[bytes]) -> bytes:
+    """The same as :func:`squash`, for updates already taken out of their entries."""
+    return await anyio.to_thread.run_sync(_squash, updates)
 
 
 async def replay(log: DocLog, after: int, key: str) -> list[Event] | None:

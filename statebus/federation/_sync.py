@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 
 from ..coverage import EMPTY, Digest, lacks
+from ..sealing import is_sealed
 from ..store import Entry
 from ._wire import encode_control, encode_entries
 
@@ -45,6 +46,9 @@ def encode_digest(digest: bytes | None) -> str | None:
 def _select(entries: list[Entry], theirs: Digest) -> list[Entry]:
     chosen = []
     for entry in entries:
+        if is_sealed(entry.update):  # ciphertext: cannot be compared, sent whole
+            chosen.append(entry)
+            continue
         try:
             if lacks(entry.update, theirs):
                 chosen.append(entry)

@@ -15,12 +15,15 @@ filter costs one call per entry and peer. The rules:
   never relayed: what a node was trusted with stays there.
 
 Paths under ``/_`` (the node's machinery, e.g. its ``/_acl``) never leave.
+Documents sealed to some friends (:mod:`statebus.sealing`) go to any peer
+that wants them, and are relayed: what travels is ciphertext that only the
+recipients' nodes open.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..access import Access, peer
@@ -36,8 +39,14 @@ def _namespace(key: str) -> str:
 class Policy:
     """Decides what a peer may receive. One per node, owned by federation."""
 
-    def __init__(self, own: NodeId, access: Access | None = None) -> None:
+    def __init__(
+        self,
+        own: NodeId,
+        access: Access | None = None,
+        sealed: Callable[[str], bool] = lambda key: False,
+    ) -> None:
         self.own = own
+        self._sealed = sealed
         self._prefix = f"/~{own}/"
         self._access = access  # None: everything of the own namespace is public
         self._public: OrderedDict[str, bool] = OrderedDict()  # learned, other namespaces
@@ -47,6 +56,8 @@ class Policy:
         path_at = key.index("/", 2)
         if key.startswith("/_", path_at):
             return False
+        if self._sealed(key):
+            return True
         if key.startswith(self._prefix):
             return self._access is None or self._access.can_read(peer(reader), key)
         if _namespace(key) == reader:
@@ -60,6 +71,8 @@ class Policy:
 
     def is_public(self, key: str) -> bool:
         """Whether ``key`` may be relayed to anyone, as far as this node knows."""
+        if self._sealed(key):
+            return True
         if key.startswith(self._prefix):
             return self._access is None or self._access.is_public(key)
         return self._public.get(key, False)

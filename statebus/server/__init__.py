@@ -66,7 +66,11 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
             bumps = SpeedBumps(settings.limits)
             federation = await stack.enter_async_context(
                 Federation(
-                    bus, identity, settings, policy=Policy(identity.node_id, access), bumps=bumps
+                    bus,
+                    identity,
+                    settings,
+                    policy=Policy(identity.node_id, access, bus.is_sealed),
+                    bumps=bumps,
                 )
             )
             app.state.federation = federation

@@ -23,6 +23,7 @@ from ..access import ANONYMOUS, OWNER, Access, Reader
 from ..bus import Bus, Change, Delete, Event, Patch, PutUpdate, PutValue
 from ..errors import (
     InvalidBody,
+    InvalidNodeId,
     NotAcceptable,
     NotAuthenticated,
     NotFound,
@@ -30,7 +31,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from ..federation import Federation
-from ..identity import Identity
+from ..identity import Identity, NodeId, parse_node_id
 from ..keys import Key, parse_key
 from ..quotas import SpeedBumps
 from ..settings import Settings
@@ -122,8 +123,19 @@ def _visible(request: Request, reader: Reader) -> Callable[[str], bool] | None:
     """The filter of what a reader may see, or None for the owner (who sees it all)."""
     if reader.is_owner:
         return None
-    access = _access(request)
-    return lambda canonical: access.can_read(reader, canonical)
+    access, bus = _access(request), _bus(request)
+    return lambda canonical: access.can_read(reader, canonical) and not bus.is_sealed(canonical)
+
+
+def _encrypt_to(request: Request) -> frozenset[NodeId] | None:
+    """``Encrypt-To: <id>, <id>``: seal the document to these friends (and the owner)."""
+    header = request.headers.get("encrypt-to")
+    if header is None:
+        return None
+    try:
+        return frozenset(parse_node_id(item) for item in header.replace(",", " ").split())
+    except InvalidNodeId as exc:
+        raise InvalidBody(f"Encrypt-To: {exc.detail}") from None
 
 
 def _visitor(request: Request) -> str:
@@ -137,12 +149,15 @@ async def document(request: Request) -> Response | ASGIApp:
         reader = _reader(request)
         if not reader.is_owner:
             _bumps(request).request(_visitor(request))
-        if not (key.is_folder or _access(request).can_read(reader, key.canonical)):
+        visible = _visible(request, reader)  # a sealed document shows its owner only, here
+        if not (key.is_folder or visible is None or visible(key.canonical)):
             raise NotFound(f"{key.display(_bus(request).own)} holds no value you may read")
         return await _read(request, key, reader)
     _require_owner(request)
     change = await _change(request, key)
-    version = await _bus(request).apply(key, change, origin=_peer(request))
+    version = await _bus(request).apply(
+        key, change, origin=_peer(request), encrypt_to=_encrypt_to(request)
+    )
     return JSONResponse(
         {"key": key.display(_bus(request).own), "version": version},
         headers=_version_headers(version),

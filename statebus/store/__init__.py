@@ -28,7 +28,8 @@ class Entry:
     ``author`` signed (namespace, path, update); ``seq`` is this node's sequence
     number, set by the store once the entry is durable, and is the key's version.
     ``exists`` is local bookkeeping (not signed): whether the key holds a value
-    once this entry is applied, so that listings need no document.
+    once this entry is applied, so that listings need no document; ``sealed``
+    likewise says that ``update`` is an encrypted payload, not a Yjs update.
     """
 
     key: str
@@ -38,6 +39,7 @@ class Entry:
     snapshot: bool = False
     exists: bool = True
     seq: int = 0
+    sealed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,10 @@ class Store(abc.ABC):
     ) -> list[KeyInfo]:
         """Keys under ``folder`` that hold a value (``deleted``: and those that held
         one), sorted, starting after ``after``."""
+
+    @abc.abstractmethod
+    async def sealed_keys(self) -> list[str]:
+        """Keys whose log holds encrypted entries (documents sealed to some friends)."""
 
     @abc.abstractmethod
     async def info(self, key: str) -> KeyInfo | None:

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS docs (
     head INTEGER NOT NULL,
     present INTEGER NOT NULL,
     log_entries INTEGER NOT NULL,
-    log_bytes INTEGER NOT NULL
+    log_bytes INTEGER NOT NULL,
+    sealed INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -129,6 +130,9 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
+            if "sealed" not in columns:  # a database made before sealed documents
+                conn.execute("ALTER TABLE docs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")
             row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
             self._next_seq = int(row[0]) + 1
             return conn
@@ -274,7 +278,8 @@ class SQLiteStore(Store):
                 "SELECT seq FROM entries WHERE seq BETWEEN ? AND ?", (rows[0][0], rows[-1][0])
             )
             inserted = {row[0] for row in found}
-        docs: dict[int, list[int]] = {}  # doc id -> [head, present, entries, bytes]
+        # doc id -> [head, present, entries, bytes, sealed]
+        docs: dict[int, list[int]] = {}
         for job, entry, seq, doc_id in placed:
             if inserted is not None and seq not in inserted:
                 continue  # a replay: that signature is stored already
@@ -282,17 +287,18 @@ class SQLiteStore(Store):
             job.stored.append(entry)
             totals = docs.get(doc_id)
             if totals is None:
-                docs[doc_id] = [seq, int(entry.exists), 1, len(entry.update)]
+                docs[doc_id] = [seq, int(entry.exists), 1, len(entry.update), int(entry.sealed)]
             else:
                 totals[0], totals[1] = seq, int(entry.exists)
                 totals[2] += 1
                 totals[3] += len(entry.update)
+                totals[4] |= int(entry.sealed)
         conn.executemany(
             "UPDATE docs SET head = ?, present = ?, log_entries = log_entries + ?, "
-            "log_bytes = log_bytes + ? WHERE id = ?",
+            "log_bytes = log_bytes + ?, sealed = MAX(sealed, ?) WHERE id = ?",
             [
-                (head, present, count, size, doc_id)
-                for doc_id, (head, present, count, size) in docs.items()
+                (head, present, count, size, sealed, doc_id)
+                for doc_id, (head, present, count, size, sealed) in docs.items()
             ],
         )
 
@@ -388,6 +394,13 @@ class SQLiteStore(Store):
             return [KeyInfo(r[0], r[1], bool(r[2]), r[3], r[4]) for r in rows]
 
         result: list[KeyInfo] = await self._read(f"listing {folder}", run)
+        return result
+
+    async def sealed_keys(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in conn.execute("SELECT key FROM docs WHERE sealed = 1")]
+
+        result: list[str] = await self._read("listing sealed documents", run)
         return result
 
     async def info(self, key: str) -> KeyInfo | None:
