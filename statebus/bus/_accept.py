@@ -256,7 +256,7 @@ class Intake:
                 return False
             self._plain[entry] = update
         entry.snapshot, entry.seq, entry.sealed = False, 0, True
-        entry.exists = live.exists
+        entry.exists = live.readable and not live.view.deleted
         return True
 
     def waits(self, key: str) -> bool:
