@@ -120,6 +120,14 @@ class Access:
         verdict = self._decide(path, "write")
         return isinstance(verdict, frozenset) and writer in verdict
 
+    def writable_paths(self, writer: NodeId) -> list[str]:
+        """The keys and folders whose rules let ``writer`` write (what to grant it)."""
+        return sorted(
+            path
+            for path, rule in self._rules.items()
+            if rule.write is not None and writer in rule.write
+        )
+
     def is_public(self, canonical: str) -> bool:
         path = self._path(canonical)
         return path is not None and self._decide(path, "read") == PUBLIC

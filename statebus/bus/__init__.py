@@ -30,6 +30,7 @@ from pycrdt import Snapshot, get_update, merge_updates
 
 from ..coverage import SEALED_DIGEST
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
+from ..grants import Held
 from ..identity import Identity, NodeId, sign_entry
 from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
@@ -84,9 +85,12 @@ class Bus:
         compact_after: int = 512,
         heartbeat_seconds: float = 15.0,
         replay_limit: int = 1000,
+        held: Held | None = None,
+        may_write: Callable[[NodeId, str], bool] | None = None,
     ) -> None:
         self._store = store
         self._identity = identity
+        self._held = held  # grants to write in other nodes' namespaces
         self.own: NodeId = identity.node_id
         self._own_prefix = f"/~{self.own}"
         self._sealer = Sealer(identity)
@@ -107,7 +111,14 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
-        self._intake = Intake(self._docs, store, self._sealer, self._plain)
+        self._intake = Intake(
+            self._docs,
+            store,
+            self._sealer,
+            self._plain,
+            own=self.own,
+            may_write=may_write or (lambda writer, key: False),
+        )
         self._listeners: list[CommitListener] = []
         self._head = 0
         self._closing = False
@@ -285,9 +296,19 @@ class Bus:
         it is created sealed; later, naming other friends re-keys it.
         """
         canonical = self._document(key)
+        grant = b""
         if key.namespace != self.own:
-            raise Forbidden(f"only {key.namespace}'s owner writes {key.canonical}")
+            found = self._held.find(key.namespace, key.path) if self._held else None
+            if found is None:
+                raise Forbidden(
+                    f"{key.namespace[:16]}…'s owner has not granted this node writing {key.path}"
+                )
+            if encrypt_to is not None:
+                raise Forbidden("only a namespace's owner seals its documents")
+            grant = found.encode()
         live = await self._docs.get(canonical)
+        if live.sealed is not None and key.namespace != self.own:
+            raise Forbidden(f"{key.canonical} is sealed by its owner; only the owner writes it")
         if isinstance(change, Delete) and not live.exists:
             raise NotFound(f"{key.display(self.own)} holds no value to delete")
         payloads = self._rekey(live, key, encrypt_to) if encrypt_to is not None else []
@@ -306,6 +327,7 @@ class Bus:
                 sign_entry(self._identity, key.namespace, key.path, payload),
                 exists=not live.view.deleted,
                 sealed=live.sealed is not None,
+                grant=grant,
             )
             for payload in payloads
         ]

@@ -28,7 +28,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 from pycrdt import Doc
 
 from ..coverage import waiting
-from ..errors import DecryptionError, InvalidKey
+from ..errors import BadSignature, DecryptionError, InvalidKey, InvalidNodeId, ProtocolError
+from ..grants import Grant, covers
 from ..identity import NodeId, SignedEntry, Verifier
 from ..keys import Key, parse_canonical
 from ..sealing import DocumentKeys
@@ -53,14 +54,28 @@ class Accepted:
     redundant: int = 0
 
 
-def placement(entry: Entry, key: Key | str) -> Key | str:
-    """The entry's key if it may be stored there, else why not (``key``: its parse)."""
+def placement(
+    entry: Entry,
+    key: Key | str,
+    granted: Callable[[Entry, Key], str | None] = lambda entry, key: "no grants here",
+) -> Key | str:
+    """The entry's key if it may be stored there, else why not (``key``: its parse).
+
+    Its author must be the namespace's owner, or a writer the owner granted the
+    path (``granted`` checks the grant the entry carries)."""
     if isinstance(key, str):
         return key
     if key.is_folder:
         return f"{entry.key} is a folder, which holds no entries"
     if entry.author != key.namespace:
-        return f"signed by {entry.author[:16]}…, not by {key.namespace[:16]}…, owner of {entry.key}"
+        if not entry.grant:
+            return (
+                f"signed by {entry.author[:16]}…, not by {key.namespace[:16]}…, "
+                f"owner of {entry.key}"
+            )
+        why = granted(entry, key)
+        if why is not None:
+            return why
     return key
 
 
@@ -152,7 +167,13 @@ class Intake:
         store: Store,
         sealer: Sealer | None = None,
         plain: dict[Entry, bytes] | None = None,
+        *,
+        own: NodeId | None = None,
+        may_write: Callable[[NodeId, str], bool] = lambda writer, key: False,
     ) -> None:
+        self._own = own
+        self._may_write = may_write  # the own sharing rules: who writes what, now
+        self._grants: OrderedDict[tuple[str, str, bytes], bool] = OrderedDict()
         self._docs = docs
         self._store = store
         self._sealer = sealer
@@ -161,6 +182,29 @@ class Intake:
         self._verifier = Verifier()
         self._waiting = Waiting()
         self._keys: OrderedDict[str, Key | str] = OrderedDict()
+
+    def _granted(self, entry: Entry, key: Key) -> str | None:
+        """Why a writer's entry may not be stored under ``key``, or None if it may: the
+        namespace's owner granted its author the path (checked once per grant), and,
+        in this node's own namespace, the sharing rules still say so."""
+        try:
+            grant = Grant.decode(entry.grant)
+        except ProtocolError as exc:
+            return exc.detail
+        if not covers(grant.path, key.path):
+            return f"the grant of {grant.path} does not cover {key.path}"
+        known = (key.namespace, entry.author, entry.grant)
+        if known not in self._grants:
+            try:
+                grant.verify(key.namespace, NodeId(entry.author))
+            except (BadSignature, InvalidNodeId) as exc:
+                return exc.detail
+            self._grants[known] = True
+            if len(self._grants) > KEY_CACHE:
+                self._grants.popitem(last=False)
+        if key.namespace == self._own and not self._may_write(NodeId(entry.author), key.canonical):
+            return f"{entry.author[:16]}… may no longer write {key.path} here"
+        return None
 
     def _parse(self, text: str) -> Key | str:
         found = self._keys.get(text)
@@ -190,7 +234,7 @@ class Intake:
         result = Accepted()
         placed: Placed = []
         for entry in entries:
-            where = placement(entry, self._parse(entry.key))
+            where = placement(entry, self._parse(entry.key), self._granted)
             if isinstance(where, str):
                 result.refused.append((entry, where))
             else:

@@ -32,6 +32,7 @@ from ..access import acl_key
 from ..bus import Bus
 from ..datadir import write_private
 from ..errors import DataDirError, InvalidNodeId, NotAuthenticated, NotFound, QuotaExceeded
+from ..grants import Grant, Held
 from ..identity import Identity, NodeId
 from ..keys import Key
 from ..quotas import SpeedBumps
@@ -65,9 +66,11 @@ class Federation:
         *,
         policy: Policy | None = None,
         bumps: SpeedBumps | None = None,
+        held: Held | None = None,
     ) -> None:
         self.bus = bus
         self.bumps = bumps
+        self.held = held
         self.identity = identity
         self.settings = settings
         self.policy = policy or Policy(identity.node_id)
@@ -93,7 +96,7 @@ class Federation:
     async def __aenter__(self) -> Self:
         if self._state != "new":
             raise RuntimeError(f"Federation cannot open when {self._state}")
-        self.hub = Hub(self.bus, self.policy, self.bumps)
+        self.hub = Hub(self.bus, self.policy, self.bumps, issue=self._issue, held=self.held)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._state = "open"
@@ -253,6 +256,10 @@ class Federation:
 
     # -- sharing rules -----------------------------------------------------
 
+    def _issue(self, writer: NodeId) -> list[Grant]:
+        """The grants the sharing rules give ``writer`` now, signed by this node."""
+        return [Grant.issue(self.identity, writer, path) for path in self.policy.writable(writer)]
+
     def _watch_sharing(self, entries: list[Entry]) -> None:
         """A bus listener: when the sharing rules change, offer peers what they may now read."""
         if self._tg is not None and any(entry.key == self._acl for entry in entries):
@@ -276,6 +283,7 @@ class Federation:
                 self.policy.follow(rules)
                 for session in list(self._hub().sessions):
                     session.want(f"/~{self.own}/")
+                    session.send_grants()
                 again = self._reshare_again
         finally:
             self._resharing = False

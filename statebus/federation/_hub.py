@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 
 from ..bus import Bus
+from ..grants import Grant, Held
 from ..identity import NodeId
 from ..keys import folders_of
 from ..quotas import SpeedBumps
@@ -38,10 +40,20 @@ def namespace_of(key: str) -> str:
 class Hub:
     """Owned by :class:`Federation`; sessions register here while they are open."""
 
-    def __init__(self, bus: Bus, policy: Policy, bumps: SpeedBumps | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        policy: Policy,
+        bumps: SpeedBumps | None = None,
+        *,
+        issue: Callable[[NodeId], list[Grant]] = lambda writer: [],
+        held: Held | None = None,
+    ) -> None:
         self.bus = bus
         self.policy = policy
         self.bumps = bumps  # the speed bumps peers' entries are charged against
+        self.issue = issue  # the grants this node's owner gives a peer, signed now
+        self.held = held  # the grants peers' owners gave this node
         self.own = bus.own
         self.status: dict[NodeId, PeerStatus] = {}
         self.sessions: set[Session] = set()
@@ -72,6 +84,7 @@ class Hub:
             session.want(f"/~{self.own}/")
             return
         session.want(f"/~{session.peer}/")
+        session.send_grants()
         for key in list(self._wanted):
             if not session.covers(key):
                 session.want(key)

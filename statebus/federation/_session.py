@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..coverage import EMPTY, Digest
-from ..errors import InvalidKey, ProtocolError
+from ..errors import BadSignature, InvalidKey, ProtocolError
+from ..grants import Grant
 from ..identity import NodeId
 from ..keys import folders_of, parse_canonical
 from ..store import Entry
@@ -218,6 +219,9 @@ class Session:
         kind, body = frame.type, frame.body
         if kind == "ping":
             return []
+        if kind == "grants":  # about the peer's whole namespace, not one interest
+            self._take_grants(body.get("grants"))
+            return []
         key = _interest(body.get("key"))
         if self.passive and kind in ("want", "digest", "digest-end"):
             if kind == "want":  # recovery serves nothing
@@ -250,6 +254,32 @@ class Session:
         else:
             log.debug("%r sent an unknown control message %r", self, kind)
         return []
+
+    def send_grants(self) -> None:
+        """Tell the peer what this node's owner lets it write (its signed grants)."""
+        if self.passive:
+            return
+        grants = [
+            {"path": grant.path, "sig": base64.b64encode(grant.signature).decode()}
+            for grant in self.hub.issue(self.peer)
+        ]
+        self._schedule(_control("grants", grants=grants))
+
+    def _take_grants(self, raw: Any) -> None:
+        """Keep what the peer's owner lets this node write, once its signatures check out."""
+        if self.hub.held is None:
+            return
+        if not isinstance(raw, list):
+            raise ProtocolError("'grants' must be a list", peer=self.peer)
+        grants = []
+        for item in raw:
+            try:
+                grant = Grant(str(item["path"]), base64.b64decode(item["sig"], validate=True))
+                grant.verify(self.peer, self.hub.own)
+            except (KeyError, TypeError, ValueError, BadSignature) as exc:
+                raise ProtocolError(f"a bad grant: {exc}", peer=self.peer) from None
+            grants.append(grant)
+        self.hub.held.replace(self.peer, grants)
 
     def _collect(
         self, into: dict[str, dict[str, Digest]], key: str, docs: Any, *, create: bool = False
@@ -304,6 +334,10 @@ def _document(item: Any, interest: str) -> tuple[str, Digest]:
         return key, Digest.decode(base64.b64decode(item[1], validate=True))
     except (binascii.Error, ValueError, TypeError):
         raise ProtocolError(f"the snapshot of {key} is malformed") from None
+
+
+async def _control(kind: str, **fields: Any) -> AsyncGenerator[bytes, None]:
+    yield encode_control(kind, **fields)
 
 
 async def _done(key: str) -> AsyncGenerator[bytes, None]:

@@ -6,7 +6,9 @@ Every frame is ``kind (u8) || length (u32, big endian) || payload``.
   bytes, the node id) || signature (64 bytes) || flags (u8) || update (the
   rest)``. The entry exactly as its author signed it; the receiver verifies it.
   Flag bit 0 (``PUBLIC``): the key's owner lets anyone read it, so it may be
-  relayed (not signed: it tells relays what they may pass on).
+  relayed (not signed: it tells relays what they may pass on). Flag bit 1
+  (``GRANTED``): a writer the owner granted signed it, and ``u16 length ||
+  grant`` (:class:`statebus.grants.Grant`) comes before the update.
 - ``CONTROL`` (2): a JSON object with a ``t`` field (see ``_session``).
 
 A stream of frames is cut anywhere by HTTP; :class:`FrameReader` reassembles
@@ -28,7 +30,8 @@ from ..store import Entry
 
 ENTRY = 1
 CONTROL = 2
-PUBLIC = 1  # entry flag
+PUBLIC = 1  # entry flags
+GRANTED = 2
 SIGNATURE_SIZE = 64
 MAX_FRAME = 32 * 1024 * 1024
 MAX_CONTROL = 4 * 1024 * 1024
@@ -60,8 +63,10 @@ def encode_entry(entry: Entry, *, public: bool = False) -> bytes:
     author = entry.author.encode("ascii")
     if len(author) != NODE_ID_LENGTH or len(entry.signature) != SIGNATURE_SIZE:
         raise ProtocolError(f"cannot frame the entry of {entry.key}: bad author or signature")
+    flags = (PUBLIC if public else 0) | (GRANTED if entry.grant else 0)
+    grant = _KEY_LENGTH.pack(len(entry.grant)) + entry.grant if entry.grant else b""
     payload_size = _KEY_LENGTH.size + len(key) + NODE_ID_LENGTH + SIGNATURE_SIZE + 1
-    payload_size += len(entry.update)
+    payload_size += len(grant) + len(entry.update)
     return b"".join(
         (
             _HEADER.pack(ENTRY, payload_size),
@@ -69,7 +74,8 @@ def encode_entry(entry: Entry, *, public: bool = False) -> bytes:
             key,
             author,
             entry.signature,
-            PUBLIC.to_bytes() if public else b"\x00",
+            flags.to_bytes(),
+            grant,
             entry.update,
         )
     )
@@ -102,8 +108,19 @@ def _decode_entry(payload: memoryview) -> Carried:
     except UnicodeDecodeError:
         raise ProtocolError("an entry frame with a key or author that is not text") from None
     signature = bytes(payload[signature_at:flags_at])
-    entry = Entry(key, bytes(payload[update_at:]), author, signature)
-    return Carried(entry, bool(payload[flags_at] & PUBLIC))
+    flags = payload[flags_at]
+    grant = b""
+    if flags & GRANTED:
+        if len(payload) < update_at + _KEY_LENGTH.size:
+            raise ProtocolError("a truncated entry frame")
+        (grant_length,) = _KEY_LENGTH.unpack_from(payload, update_at)
+        grant_at = update_at + _KEY_LENGTH.size
+        update_at = grant_at + grant_length
+        if len(payload) < update_at:
+            raise ProtocolError("a truncated entry frame")
+        grant = bytes(payload[grant_at:update_at])
+    entry = Entry(key, bytes(payload[update_at:]), author, signature, grant=grant)
+    return Carried(entry, bool(flags & PUBLIC))
 
 
 def _decode_control(payload: memoryview) -> Control:

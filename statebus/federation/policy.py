@@ -64,6 +64,10 @@ class Policy:
             return True
         return self._public.get(key, False)
 
+    def writable(self, writer: NodeId) -> list[str]:
+        """The paths of the own namespace the sharing rules let ``writer`` write."""
+        return [] if self._access is None else self._access.writable_paths(writer)
+
     def follow(self, rules: Mapping[str, Any]) -> None:
         """Take the committed sharing rules (as the server's ``/_acl`` route also does)."""
         if self._access is not None:

@@ -22,6 +22,7 @@ from ..computed import Computed
 from ..datadir import DataDir
 from ..errors import NotFound
 from ..federation import Federation, Policy
+from ..grants import Held
 from ..identity import Identity
 from ..quotas import SpeedBumps
 from ..settings import Settings
@@ -48,10 +49,14 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
             store = await stack.enter_async_context(
                 SQLiteStore(datadir.database, synchronous=settings.synchronous)
             )
+            access = Access(identity.node_id)
+            held = Held(datadir.path / "grants.json")
             bus = await stack.enter_async_context(
                 Bus(
                     store,
                     identity,
+                    held=held,
+                    may_write=access.can_write,
                     max_docs=settings.max_docs,
                     idle_seconds=settings.idle_seconds,
                     queue_limit=settings.queue_limit,
@@ -60,7 +65,6 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     replay_limit=settings.replay_limit,
                 )
             )
-            access = Access(identity.node_id)
             with contextlib.suppress(NotFound):  # nothing shared yet: private is the default
                 access.update((await bus.read(acl_key(identity.node_id)))[0])
             bumps = SpeedBumps(settings.limits)
@@ -71,6 +75,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     settings,
                     policy=Policy(identity.node_id, access, bus.is_sealed),
                     bumps=bumps,
+                    held=held,
                 )
             )
             app.state.federation = federation

@@ -40,6 +40,7 @@ class Entry:
     exists: bool = True
     seq: int = 0
     sealed: bool = False
+    grant: bytes = b""  # an encoded owner's grant, when a writer other than the owner signed
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS entries (
     author TEXT NOT NULL,
     signature BLOB NOT NULL UNIQUE,
     body BLOB NOT NULL,
-    snapshot INTEGER NOT NULL
+    snapshot INTEGER NOT NULL,
+    grant_ BLOB
 );
 CREATE INDEX IF NOT EXISTS entries_by_doc ON entries(doc, seq);
 """
@@ -133,6 +134,9 @@ class SQLiteStore(Store):
             columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
             if "sealed" not in columns:  # a database made before sealed documents
                 conn.execute("ALTER TABLE docs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")
+            entry_columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+            if "grant_" not in entry_columns:  # a database made before write grants
+                conn.execute("ALTER TABLE entries ADD COLUMN grant_ BLOB")
             row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
             self._next_seq = int(row[0]) + 1
             return conn
@@ -254,22 +258,30 @@ class SQLiteStore(Store):
         """All the appends of a batch in two statements (executemany): the writer
         thread holds the GIL for its Python work, so less of it is less of the
         event loop's time lost."""
-        rows: list[tuple[int, int, str, bytes, bytes, int]] = []
+        rows: list[tuple[int, int, str, bytes, bytes, int, bytes | None]] = []
         placed: list[tuple[_Job, Entry, int, int]] = []
         for job in jobs:
             for entry in job.entries:
                 seq, doc_id = self._next_seq, self._doc_id(conn, entry.key)
                 self._next_seq += 1
                 rows.append(
-                    (seq, doc_id, entry.author, entry.signature, entry.update, int(entry.snapshot))
+                    (
+                        seq,
+                        doc_id,
+                        entry.author,
+                        entry.signature,
+                        entry.update,
+                        int(entry.snapshot),
+                        entry.grant or None,
+                    )
                 )
                 placed.append((job, entry, seq, doc_id))
         if not rows:
             return
         before = conn.total_changes
         conn.executemany(
-            "INSERT OR IGNORE INTO entries(seq, doc, author, signature, body, snapshot) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO entries(seq, doc, author, signature, body, snapshot, grant_) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         inserted: set[int] | None = None  # None: every row went in (no replays)
@@ -345,11 +357,14 @@ class SQLiteStore(Store):
             if doc is None:
                 return DocLog()
             rows = conn.execute(
-                "SELECT seq, author, signature, body, snapshot FROM entries "
+                "SELECT seq, author, signature, body, snapshot, grant_ FROM entries "
                 "WHERE doc = ? ORDER BY seq",
                 (doc[0],),
             ).fetchall()
-            entries = [Entry(key, r[3], r[1], r[2], bool(r[4]), True, r[0]) for r in rows]
+            entries = [
+                Entry(key, r[3], r[1], r[2], bool(r[4]), True, r[0], grant=r[5] or b"")
+                for r in rows
+            ]
             return DocLog(entries, int(doc[1]), bool(doc[2]))
 
         result: DocLog = await self._read(f"loading {key}", run)
@@ -362,19 +377,24 @@ class SQLiteStore(Store):
             if folder:
                 low, high = folder_bounds(key)
                 rows = conn.execute(
-                    "SELECT e.seq, d.key, e.author, e.signature, e.body, e.snapshot, d.present "
+                    "SELECT e.seq, d.key, e.author, e.signature, e.body, e.snapshot, d.present, "
+                    "e.grant_ "
                     "FROM entries e JOIN docs d ON e.doc = d.id "
                     "WHERE e.seq > ? AND d.key >= ? AND d.key < ? ORDER BY e.seq LIMIT ?",
                     (after, low, high, limit),
                 ).fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT e.seq, d.key, e.author, e.signature, e.body, e.snapshot, d.present "
+                    "SELECT e.seq, d.key, e.author, e.signature, e.body, e.snapshot, d.present, "
+                    "e.grant_ "
                     "FROM entries e JOIN docs d ON e.doc = d.id "
                     "WHERE d.key = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
                     (key, after, limit),
                 ).fetchall()
-            return [Entry(r[1], r[4], r[2], r[3], bool(r[5]), bool(r[6]), r[0]) for r in rows]
+            return [
+                Entry(r[1], r[4], r[2], r[3], bool(r[5]), bool(r[6]), r[0], grant=r[7] or b"")
+                for r in rows
+            ]
 
         result: list[Entry] = await self._read(f"reading the log of {key}", run)
         return result
