@@ -202,7 +202,7 @@ async def test_key_browser_shows_peers_and_their_namespaces(
 ) -> None:
     a = await node_factory("a")
     b = await node_factory("b")
-    await add_peer(b, a)  # skips this test on a node without a peer API
+    await add_peer(b, a)
     await publish(a)  # private is the default: peers get only what is shared
     async with a.client() as http:
         await http.put("/profile", json={"name": "A"})
