@@ -32,7 +32,7 @@ import tempfile
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NewType, TypeVar
@@ -43,6 +43,7 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.signing
 import nacl.utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from statebus.errors import (
     BadSignature,
@@ -208,6 +209,13 @@ class Identity:
         return self._signing_key.sign(message).signature
 
     # sealing to friends: Curve25519 keys derived from the Ed25519 ones
+
+    def thread_signer(self) -> Callable[[bytes], bytes]:
+        """The same signatures (Ed25519 is deterministic, RFC 8032) from OpenSSL, which
+        releases the GIL while it signs: for the store's writer thread, so that signing
+        a write costs the event loop nothing. PyNaCl holds the GIL while it signs."""
+        key = Ed25519PrivateKey.from_private_bytes(bytes(self._signing_key))
+        return key.sign
 
     def box_private_key(self) -> nacl.public.PrivateKey:
         return self._signing_key.to_curve25519_private_key()

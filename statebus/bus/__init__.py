@@ -31,7 +31,7 @@ from pycrdt import Snapshot, get_update, merge_updates
 from ..coverage import SEALED_DIGEST
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..grants import Held
-from ..identity import Identity, NodeId, sign_entry
+from ..identity import Identity, NodeId, entry_message, sign_entry
 from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
 from ._accept import Accepted, Intake
@@ -132,6 +132,7 @@ class Bus:
             raise RuntimeError(f"Bus cannot open when {self._state}")
         self._head = await self._store.head()
         self._sealed = set(await self._store.sealed_keys())
+        self._store.use_signer(self._identity.thread_signer())
         self._store.listen(self._on_commit)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
@@ -319,24 +320,26 @@ class Bus:
             payloads.append(update)
         if not payloads:
             return live.head
-        entries = [
-            Entry(
+        entries = []
+        messages = {}  # signed in the store's writer thread, off the loop
+        for payload in payloads:
+            entry = Entry(
                 canonical,
                 payload,
                 self.own,
-                sign_entry(self._identity, key.namespace, key.path, payload),
+                b"",
                 exists=not live.view.deleted,
                 sealed=live.sealed is not None,
                 grant=grant,
             )
-            for payload in payloads
-        ]
+            messages[entry] = entry_message(key.namespace, key.path, payload)
+            entries.append(entry)
         if update is not None and live.sealed is not None:
             self._plain[entries[-1]] = update
         for entry in entries:
             self._remember(live, entry, origin)
         live.pending += len(entries)
-        await self._append([(live, entry) for entry in entries])
+        await self._append([(live, entry) for entry in entries], messages)
         return entries[-1].seq or live.head
 
     def _rekey(self, live: LiveDoc, key: Key, recipients: frozenset[NodeId]) -> list[bytes]:
@@ -379,14 +382,16 @@ class Bus:
         if origin is not None:
             self._origins[entry] = origin
 
-    async def _append(self, writes: list[tuple[LiveDoc, Entry]]) -> list[Entry]:
+    async def _append(
+        self, writes: list[tuple[LiveDoc, Entry]], messages: dict[Entry, bytes] | None = None
+    ) -> list[Entry]:
         """Store entries their Docs already hold; return those stored (replays are not).
 
         Each write's ``live.pending`` was raised by the caller when it changed the
         Doc (so the Doc is not evicted before the disk has the entry); lowered here.
         """
         try:
-            stored = await self._store.append([entry for _, entry in writes])
+            stored = await self._store.append([entry for _, entry in writes], messages=messages)
         except StoreError:
             for live, entry in writes:
                 self._values.pop(entry, None)

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .. import errors
+from ._json import JSONResponse
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import logging
 import anyio
 import orjson
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import (
@@ -34,6 +34,7 @@ from ..federation._session import Session
 from ..federation._wire import Carried, decode_all
 from ..identity import parse_node_id
 from ..quotas import peer_principal
+from ._json import JSONResponse
 from ._routes import _body, _require_owner
 from ._sse import _until_disconnect
 

@@ -16,7 +16,7 @@ from typing import TypedDict
 
 import mimeparse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from ..access import ANONYMOUS, OWNER, Access, Reader
@@ -38,6 +38,7 @@ from ..settings import Settings
 from ..values import parse_object
 from ._auth import TOKEN_COOKIE, is_owner
 from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
+from ._json import JSONResponse
 from ._sse import EventStream
 
 JSON_TYPE = "application/json"

@@ -11,13 +11,14 @@ from typing import Any
 
 import mimeparse
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from ..access import acl_key, parse_rules
 from ..bus import Patch, PutValue
 from ..errors import NotAcceptable, NotFound, UnsupportedMediaType
 from ..values import merge_patch, parse_object
+from ._json import JSONResponse
 from ._routes import (
     JSON_TYPE,
     MERGE_PATCH_TYPE,

@@ -13,7 +13,7 @@ default. The store imports nothing above it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -94,14 +94,23 @@ class Store(abc.ABC):
         await self.close()
 
     @abc.abstractmethod
+    def use_signer(self, signer: Callable[[bytes], bytes]) -> None:
+        """How to sign the entries this node authors (they come unsigned, with messages)."""
+
+    @abc.abstractmethod
     def listen(self, listener: CommitListener) -> None:
         """Call ``listener`` on the event loop with every committed batch, in seq order."""
 
     @abc.abstractmethod
-    async def append(self, entries: Sequence[Entry]) -> list[Entry]:
+    async def append(
+        self, entries: Sequence[Entry], *, messages: Mapping[Entry, bytes] | None = None
+    ) -> list[Entry]:
         """Store entries durably, in order; return those stored (with ``seq`` set).
 
-        An entry whose signature is already stored is a replay and is skipped.
+        An entry whose signature is already stored is a replay and is skipped. An
+        entry with no signature yet is one this node authors: the store signs
+        ``messages[entry]`` with its signer just before it writes it (off the
+        event loop), so the signature is set once the entry is durable.
         """
 
     @abc.abstractmethod

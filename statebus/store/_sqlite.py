@@ -15,7 +15,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +66,17 @@ def folder_bounds(folder: str) -> tuple[str, str]:
 
 
 class _Job:
-    __slots__ = ("entries", "error", "future", "stored", "upto")
+    __slots__ = ("entries", "error", "future", "messages", "stored", "upto")
 
     def __init__(
-        self, entries: Sequence[Entry], future: asyncio.Future[list[Entry]], upto: int = -1
+        self,
+        entries: Sequence[Entry],
+        future: asyncio.Future[list[Entry]],
+        upto: int = -1,
+        messages: Mapping[Entry, bytes] | None = None,
     ) -> None:
         self.entries = entries
+        self.messages = messages  # what to sign, for entries not signed yet
         self.future = future
         self.upto = upto  # >= 0: a compaction up to this seq
         self.stored: list[Entry] = []
@@ -81,8 +86,15 @@ class _Job:
 class SQLiteStore(Store):
     """Owns the database file, its writer thread and its reader connections."""
 
-    def __init__(self, path: Path, *, max_pending: int = 10_000, synchronous: str = "FULL"):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_pending: int = 10_000,
+        synchronous: str = "FULL",
+    ):
         self._path = path
+        self._signer: Callable[[bytes], bytes] | None = None  # see use_signer
         self._synchronous = synchronous
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._listener: CommitListener | None = None
@@ -166,23 +178,30 @@ class SQLiteStore(Store):
     def stats(self) -> StoreStats:
         return StoreStats(self._commits, self._entries)
 
+    def use_signer(self, signer: Callable[[bytes], bytes]) -> None:
+        self._signer = signer
+
     def listen(self, listener: CommitListener) -> None:
         self._listener = listener
 
-    async def append(self, entries: Sequence[Entry]) -> list[Entry]:
+    async def append(
+        self, entries: Sequence[Entry], *, messages: Mapping[Entry, bytes] | None = None
+    ) -> list[Entry]:
         if not entries:
             return []
-        return await self._submit(entries, -1)
+        return await self._submit(entries, -1, messages)
 
     async def compact(self, snapshot: Entry, upto: int) -> None:
         await self._submit([snapshot], upto)
 
-    async def _submit(self, entries: Sequence[Entry], upto: int) -> list[Entry]:
+    async def _submit(
+        self, entries: Sequence[Entry], upto: int, messages: Mapping[Entry, bytes] | None = None
+    ) -> list[Entry]:
         if self._state != "open" or self._loop is None:
             raise StoreError(f"the store is {self._state}")
         await self._pending.acquire()
         future: asyncio.Future[list[Entry]] = self._loop.create_future()
-        self._queue.put(_Job(entries, future, upto))
+        self._queue.put(_Job(entries, future, upto, messages))
         return await asyncio.shield(future)
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -225,7 +244,7 @@ class SQLiteStore(Store):
             conn.execute("COMMIT")
             self._commits += 1
             self._entries += sum(len(job.stored) for job in jobs)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StoreError) as exc:
             log.error("store commit of %d jobs failed: %s", len(jobs), exc)
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -262,6 +281,8 @@ class SQLiteStore(Store):
         placed: list[tuple[_Job, Entry, int, int]] = []
         for job in jobs:
             for entry in job.entries:
+                if not entry.signature:
+                    entry.signature = self._sign(job, entry)
                 seq, doc_id = self._next_seq, self._doc_id(conn, entry.key)
                 self._next_seq += 1
                 rows.append(
@@ -313,6 +334,13 @@ class SQLiteStore(Store):
                 for doc_id, (head, present, count, size, sealed) in docs.items()
             ],
         )
+
+    def _sign(self, job: _Job, entry: Entry) -> bytes:
+        """Sign an entry this node authors, here in the writer thread (the signer
+        releases the GIL: the event loop goes on meanwhile)."""
+        if self._signer is None or job.messages is None or entry not in job.messages:
+            raise StoreError(f"an entry of {entry.key} came unsigned, with nothing to sign it")
+        return self._signer(job.messages[entry])
 
     def _write_snapshot(self, conn: sqlite3.Connection, job: _Job) -> None:
         (snapshot,) = job.entries
