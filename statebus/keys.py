@@ -14,6 +14,7 @@ with ``_``: those paths are the node's machinery (``/_health``, ``/_ui``).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -60,10 +61,12 @@ class Key:
         return self.canonical
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_key(raw_path: str, own: NodeId) -> Key:
     """Parse a request path (still percent-encoded) into a :class:`Key`.
 
-    Raises :class:`InvalidKey` naming what is wrong.
+    Raises :class:`InvalidKey` naming what is wrong. Memoized (bounded; a pure
+    function whose answer is immutable): every request parses its path.
     """
     if not raw_path.startswith("/"):
         raise InvalidKey("a key is a path that starts with '/'", key=raw_path)
