@@ -122,11 +122,12 @@ def parse_canonical(text: str) -> Key:
     return key
 
 
-def folders_of(canonical: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def folders_of(canonical: str) -> tuple[str, ...]:
     """Every folder that contains the canonical key, outermost first.
 
     ``/~ns/a/b`` is in ``/~ns/`` and ``/~ns/a/``. A folder is in its parents,
-    not in itself.
+    not in itself. Memoized: every committed entry asks it (for its subscribers).
     """
     folders = []
     end = canonical.find("/", 1)  # the "/" after the namespace
@@ -134,4 +135,4 @@ def folders_of(canonical: str) -> list[str]:
     while 0 <= end < stop:
         folders.append(canonical[: end + 1])
         end = canonical.find("/", end + 1)
-    return folders
+    return tuple(folders)

@@ -71,7 +71,7 @@ def test_unicode_and_odd_but_harmless_characters_are_fine() -> None:
 
 
 def test_folders_of() -> None:
-    assert folders_of("/~n/a/b/c") == ["/~n/", "/~n/a/", "/~n/a/b/"]
-    assert folders_of("/~n/a") == ["/~n/"]
-    assert folders_of("/~n/a/") == ["/~n/"]
-    assert folders_of("/~n/") == []
+    assert folders_of("/~n/a/b/c") == ("/~n/", "/~n/a/", "/~n/a/b/")
+    assert folders_of("/~n/a") == ("/~n/",)
+    assert folders_of("/~n/a/") == ("/~n/",)
+    assert folders_of("/~n/") == ()

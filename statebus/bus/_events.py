@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..store import Entry
@@ -172,7 +172,7 @@ class Registry:
             if not subs:
                 del self.by_key[sub.key]
 
-    def targets(self, key: str, folders: list[str]) -> list[Subscriber]:
+    def targets(self, key: str, folders: Iterable[str]) -> list[Subscriber]:
         found: list[Subscriber] = []
         subs = self.by_key.get(key)
         if subs:
