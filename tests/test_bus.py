@@ -79,7 +79,9 @@ async def test_a_reader_that_never_reads_does_not_grow_memory(node_factory: Node
 async def test_a_slow_reader_is_resynced_with_nothing_lost(node_factory: NodeFactory) -> None:
     node = await node_factory(queue_limit=4, replay_limit=10_000)
     async with node.client() as client:
-        await client.put("/slow", json={"n": -1})
+        # Every event carries the whole value: with 64 kB in it, 300 events back the
+        # unread connection up until the node must queue (and overflow) for it.
+        await client.put("/slow", json={"n": -1, "filler": "f" * 64_000})
         reader, stream = await open_stream(client, "/slow")
         try:
             first = await reader.data()

@@ -165,6 +165,7 @@ class Bus:
             for sub in self._registry.all():
                 if not sub.queue:
                     sub.push(HEARTBEAT)
+            self._registry.flush()
             evicted = self._docs.evict_idle()
             if evicted:
                 log.debug("evicted %d idle documents", evicted)
@@ -488,6 +489,7 @@ class Bus:
             )
             for sub in targets:
                 sub.push(event)
+        self._registry.flush()  # one write per parked reader for the whole batch
         for listener in self._listeners:
             try:
                 listener(entries)
@@ -555,6 +557,7 @@ class Bus:
         heartbeat: float | None = None,
         on_close: Callable[[], None] | None = None,
         visible: Callable[[str], bool] | None = None,
+        direct: Callable[[list[Event]], bool] | None = None,
     ) -> AsyncGenerator[list[Event], None]:
         """Batches of events for a key or folder: first its state, then each change.
 
@@ -566,16 +569,24 @@ class Bus:
         who may see only some of them; it is asked as events are queued.
         The stream ends when the bus closes it (shutdown), and then ``on_close``
         is called so that a writer blocked on a client that stopped reading can
-        be cancelled; the caller must close the generator.
+        be cancelled; the caller must close the generator. ``direct`` (see
+        :class:`Subscriber`) writes an event to the reader at once while the
+        stream waits; it returns False when it cannot, and the event is queued.
         """
         sub = Subscriber(
-            key.canonical, self._queue_limit, self._registry.count_overflow, on_close, visible
+            key.canonical,
+            self._queue_limit,
+            self._registry.count_overflow,
+            on_close,
+            visible,
+            self._registry.mark,
         )
+        sub.origin, sub.direct = origin, direct
         if self._closing:
             return
         self._registry.add(sub)
         try:
-            last, first = await self._catch_up(key, sub, after)
+            sub.last, first = await self._catch_up(key, sub, after)
             if first:
                 yield first
             del first  # the whole state: not to be held while the stream idles
@@ -583,10 +594,11 @@ class Bus:
                 if sub.overflowed:
                     sub.overflowed = False
                     sub.queue.clear()
-                    last, events = await self._catch_up(key, sub, last)
+                    sub.last, events = await self._catch_up(key, sub, sub.last)
                 else:
                     events = []
-                    for event in sub.drain():  # the hot path: once per event and reader
+                    last = sub.last
+                    for event in sub.drain():  # once per event and reader
                         seq = event.seq
                         if seq > last:
                             last = seq
@@ -594,10 +606,17 @@ class Bus:
                                 events.append(event)
                         elif seq == 0:  # a heartbeat
                             events.append(event)
+                    sub.last = last
                 if events:
                     yield events
                     del events
-                elif not await sub.wait(heartbeat):
+                    continue
+                sub.parked = True  # from here on, push may write to the reader directly
+                try:
+                    woken = await sub.wait(heartbeat)
+                finally:
+                    sub.parked = False
+                if not woken:
                     yield [HEARTBEAT]
         finally:
             self._registry.remove(sub)

@@ -70,15 +70,30 @@ HEARTBEAT = Event(Kind.HEARTBEAT, "", 0)
 
 
 class Subscriber:
-    """One reader's bounded queue. Owned by the bus registry; read by one stream."""
+    """One reader's bounded queue. Owned by the bus registry; read by one stream.
+
+    While its stream is *parked* (waiting, nothing queued) and the stream gave a
+    ``direct`` writer, the events of a committed batch are collected (``pending``)
+    and written to the client in one write when the batch is published
+    (:meth:`Registry.flush`) instead of waking the stream's task: the fan-out's
+    largest cost per reader and event. The writer declines (the transport is
+    paused, or gone) and the events are queued as usual; ``last`` is the newest
+    seq this reader was given either way.
+    """
 
     __slots__ = (
         "closed",
+        "direct",
         "key",
+        "last",
         "limit",
         "on_close",
         "on_overflow",
+        "on_pending",
+        "origin",
         "overflowed",
+        "parked",
+        "pending",
         "queue",
         "visible",
         "waiter",
@@ -91,8 +106,10 @@ class Subscriber:
         on_overflow: Callable[[], None] = lambda: None,
         on_close: Callable[[], None] | None = None,
         visible: Callable[[str], bool] | None = None,
+        on_pending: Callable[[Subscriber], None] = lambda sub: None,
     ) -> None:
         self.on_overflow = on_overflow
+        self.on_pending = on_pending  # the registry notes who has events to flush
         self.visible = visible  # canonical key -> may this reader see it
         self.on_close = on_close  # lets the bus end a reader stuck writing to a client
         self.key = key  # canonical key or folder
@@ -101,6 +118,11 @@ class Subscriber:
         self.waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         self.closed = False
+        self.last = 0  # the newest seq this reader was given
+        self.origin: str | None = None  # events written with this origin are not its to see
+        self.direct: Callable[[list[Event]], bool] | None = None
+        self.parked = False
+        self.pending: list[Event] = []
 
     def push(self, event: Event) -> None:
         if self.closed:
@@ -108,6 +130,30 @@ class Subscriber:
         entry = event.entry
         if self.visible is not None and entry is not None and not self.visible(entry.key):
             return
+        if self.parked and self.direct is not None and not self.queue and not self.overflowed:
+            seq = event.seq
+            if seq and seq <= (self.pending[-1].seq if self.pending else self.last):
+                return  # told already (the stream's catch-up went past it)
+            if self.origin is not None and event.origin == self.origin:
+                return  # this reader wrote it
+            if not self.pending:
+                self.on_pending(self)
+            self.pending.append(event)
+            return
+        self._enqueue(event)
+
+    def flush(self) -> None:
+        """Write what was collected for this reader, or queue it if the writer declines."""
+        events, self.pending = self.pending, []
+        if not events or self.closed:
+            return
+        if self.direct is not None and self.direct(events):
+            self.last = max(self.last, max(event.seq for event in events))
+            return
+        for event in events:
+            self._enqueue(event)
+
+    def _enqueue(self, event: Event) -> None:
         if len(self.queue) >= self.limit:
             if not self.overflowed:
                 log.info("subscriber of %s fell %d events behind: resync", self.key, self.limit)
@@ -158,6 +204,17 @@ class Registry:
     def __init__(self) -> None:
         self.by_key: dict[str, set[Subscriber]] = {}
         self.overflows = 0
+        self.dirty: list[Subscriber] = []  # collected events to write at the next flush
+
+    def mark(self, sub: Subscriber) -> None:
+        """``sub`` has events collected for the next flush."""
+        self.dirty.append(sub)
+
+    def flush(self) -> None:
+        """Write every reader's collected events, each in one write (end of a batch)."""
+        dirty, self.dirty = self.dirty, []
+        for sub in dirty:
+            sub.flush()
 
     def count_overflow(self) -> None:
         self.overflows += 1

@@ -31,13 +31,12 @@ encoded once (``Event.encoded``) and shared by every Braid subscriber.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator, Callable
 
 import orjson
 from starlette.datastructures import Headers
 
 from ..bus import Event, Kind
-from ._sse import EventStream
+from ._sse import EventStream, Subscribe
 
 SUBSCRIBE_VALUES = frozenset({"", "?1", "true"})
 MIN_HEARTBEAT = 1.0
@@ -92,10 +91,11 @@ class BraidStream(EventStream):
     only the version it sent last (the next block's ``Parents``)."""
 
     status = 209
+    shared_encoding = False  # each block names the version this stream sent before
 
     def __init__(
         self,
-        subscribe: Callable[[Callable[[], None]], AsyncGenerator[list[Event], None]],
+        subscribe: Subscribe,
         *,
         parents: int | None,
         heartbeat: float | None,

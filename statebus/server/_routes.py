@@ -197,8 +197,15 @@ async def _read(request: Request, key: Key, reader: Reader) -> Response | ASGIAp
         origin = _peer(request)
         place = _stream_place(request, reader)
         return EventStream(
-            lambda on_close: place(
-                bus.stream(key, after=after, origin=origin, on_close=on_close, visible=visible)
+            lambda on_close, direct: place(
+                bus.stream(
+                    key,
+                    after=after,
+                    origin=origin,
+                    on_close=on_close,
+                    visible=visible,
+                    direct=direct,
+                )
             ),
             {},
         )
@@ -222,7 +229,7 @@ def _braid(request: Request, key: Key, accept: str, reader: Reader) -> ASGIApp:
     place = _stream_place(request, reader)
     bus, origin = _bus(request), _peer(request)
     return BraidStream(
-        lambda on_close: place(
+        lambda on_close, _direct: place(
             bus.stream(key, after=parents, origin=origin, heartbeat=heartbeat, on_close=on_close)
         ),
         parents=parents,

@@ -52,7 +52,9 @@ async def acl(request: Request) -> Response | ASGIApp:
             rules, version = await current_rules(request)
             return JSONResponse(rules, headers=_version_headers(version))
         if wanted == SSE_TYPE:
-            return EventStream(lambda on_close: bus.stream(key, on_close=on_close), {})
+            return EventStream(
+                lambda on_close, direct: bus.stream(key, on_close=on_close, direct=direct), {}
+            )
         raise NotAcceptable(f"/_acl answers {JSON_TYPE} or {SSE_TYPE}")
     media = _media_type(request)
     if request.method == "PUT" and media == JSON_TYPE:

@@ -24,6 +24,7 @@ import base64
 import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from typing import Any
 
 import orjson
 from anyio import CancelScope
@@ -33,6 +34,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..bus import Event, Kind
 
 log = logging.getLogger(__name__)
+Subscribe = Callable[
+    [Callable[[], None], Callable[[list[Event]], bool] | None], AsyncGenerator[list[Event], None]
+]  # (the callback that ends the answer, a direct writer or None) -> the event batches
 RAW_SEND = "statebus.raw_send"
 RETRY_MS = 2000
 
@@ -73,12 +77,9 @@ class EventStream:
 
     status = 200
     media_type = b"text/event-stream; charset=utf-8"
+    shared_encoding = True  # every reader gets the same bytes per event (Braid's differ)
 
-    def __init__(
-        self,
-        subscribe: Callable[[Callable[[], None]], AsyncGenerator[list[Event], None]],
-        headers: dict[str, str],
-    ) -> None:
+    def __init__(self, subscribe: Subscribe, headers: dict[str, str]) -> None:
         self._subscribe = subscribe  # called with the callback that ends this response
         self._headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
@@ -108,13 +109,14 @@ class EventStream:
         preamble = self.preamble()
         if preamble:
             await send({"type": "http.response.body", "body": preamble, "more_body": True})
+        direct = _direct_writer(send) if self.shared_encoding else None
         with CancelScope() as ending:
             # One plain task per stream watches for the client leaving: an anyio task
             # group here would cost several KiB per idle subscriber (handles, events).
             watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive, ending))
             watcher.add_done_callback(_retrieve)
             try:
-                async with aclosing(self._subscribe(ending.cancel)) as batches:
+                async with aclosing(self._subscribe(ending.cancel, direct)) as batches:
                     async for batch in batches:
                         body = self.encode(batch)
                         del batch  # an idle stream must not keep its last (maybe whole-state) batch
@@ -123,6 +125,44 @@ class EventStream:
             finally:
                 watcher.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _chunk(event: Event) -> bytes:
+    body = sse(event)
+    return b"%x\r\n%b\r\n" % (len(body), body)
+
+
+def _direct_writer(send: Send) -> Callable[[list[Event]], bool] | None:
+    """A writer that puts an event on the wire at once, from the publisher, without
+    waking the stream's task (see ``bus.Subscriber``); None where it cannot be had.
+
+    It needs uvicorn's httptools protocol (the server's own ``send``, which RawSend
+    handed over, bound to its request cycle) answering in chunked encoding; it
+    frames the chunk exactly as that ``send`` would, once per event for every
+    reader, and declines (the event then takes the queued path) while the
+    transport is paused or the client gone.
+    """
+    cycle: Any = getattr(send, "__self__", None)
+    flow: Any = getattr(cycle, "flow", None)
+    transport: Any = getattr(cycle, "transport", None)
+    if (
+        getattr(cycle, "chunked_encoding", None) is not True
+        or not hasattr(flow, "write_paused")
+        or not hasattr(transport, "is_closing")
+        or not hasattr(cycle, "disconnected")
+    ):
+        return None
+
+    def write(events: list[Event]) -> bool:
+        if cycle.disconnected or flow.write_paused or transport.is_closing():
+            return False
+        if len(events) == 1:
+            transport.write(events[0].encoded("sse-chunk", _chunk))
+        else:
+            transport.write(b"".join([event.encoded("sse-chunk", _chunk) for event in events]))
+        return True
+
+    return write
 
 
 class RawSend:
