@@ -20,10 +20,8 @@ from ..sealing import DocumentKeys
 from ..store import DocLog, Entry, Store
 from ..values import DocValue
 from ._complete import complete
-from ._history import apply_all, squash_updates
+from ._history import apply_all
 from ._sealed import Opened
-
-LONG_LOG = 2000  # entries: above this a load squashes the log in a worker thread
 
 
 class LiveDoc:
@@ -74,10 +72,14 @@ class LiveDoc:
     def wants_compaction(self, min_entries: int) -> bool:
         """Compaction pays for itself when the tail is long and no longer small next to
         the snapshot it would be folded into (so a big document is not re-encoded for
-        every few small writes: the cost per write stays bounded)."""
+        every few small writes: the cost per write stays bounded), and in any case
+        before the tail is four times as long (so a cold open stays close to
+        applying the snapshot alone)."""
         if self.sealed is not None:
             return False  # a snapshot of a sealed document would have to be sealed too
-        return self.tail_entries > min_entries and 4 * self.tail_bytes >= self.snapshot_bytes
+        if self.tail_entries <= min_entries:
+            return False
+        return 4 * self.tail_bytes >= self.snapshot_bytes or self.tail_entries > 4 * min_entries
 
     def _capture(self, event: TransactionEvent) -> None:
         self.captured.append(event.update)
@@ -158,12 +160,9 @@ class DocCache:
         )
         updates = opened.updates
         doc: Doc[Any] = Doc()
-        if len(updates) > LONG_LOG:
-            # Squash a long (not yet compacted) log off the loop; the Doc itself must
-            # be made here, on the loop's thread, so it takes the squashed state.
-            doc.apply_update(await squash_updates(updates))
-        else:
-            apply_all(doc, updates)
+        # In one transaction, on the loop: pycrdt holds the GIL while it applies, so a
+        # worker thread would only add a second pass (squash, then apply the result).
+        apply_all(doc, updates)
         if len(updates) > 1 and (self._unordered(key) or opened.sealed is not None):
             doc = await complete(doc, updates, key)
         live = LiveDoc(key, doc, log.head, log)

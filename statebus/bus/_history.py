@@ -71,11 +71,6 @@ async def squash(log: DocLog) -> bytes:
     return await anyio.to_thread.run_sync(_squash, [entry.update for entry in log.entries])
 
 
-async def squash_updates(updates: list[bytes]) -> bytes:
-    """The same as :func:`squash`, for updates already taken out of their entries."""
-    return await anyio.to_thread.run_sync(_squash, updates)
-
-
 async def replay(log: DocLog, after: int, key: str) -> list[Event] | None:
     """The CHANGE events of ``log`` after seq ``after``, or None when the log no
     longer holds them one by one (the reader then needs the whole state)."""
