@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,45 @@ async def test_a_store_opens_once(tmp_path: Path) -> None:
             await store.open()
     with pytest.raises(StoreError):
         await store.append([entry("/~n/a", 1)])
+
+
+OLD_SCHEMA = """
+CREATE TABLE docs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, head INTEGER NOT NULL,
+    present INTEGER NOT NULL, log_entries INTEGER NOT NULL, log_bytes INTEGER NOT NULL);
+CREATE TABLE entries (seq INTEGER PRIMARY KEY, doc INTEGER NOT NULL REFERENCES docs(id),
+    author TEXT NOT NULL, signature BLOB NOT NULL UNIQUE, body BLOB NOT NULL,
+    snapshot INTEGER NOT NULL);
+CREATE INDEX entries_by_doc ON entries(doc, seq);
+"""
+
+
+async def test_a_database_from_before_per_document_uniqueness_keeps_its_log(
+    tmp_path: Path,
+) -> None:
+    """A data directory written by an older statebus (a UNIQUE signature column, no
+    grant_ or sealed columns) opens with every entry, and still refuses replays."""
+    path = tmp_path / "db"
+    old = [entry("/~n/a", 1), entry("/~n/b", 2), entry("/~n/a", 3)]
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute("INSERT INTO docs VALUES (1, '/~n/a', 3, 1, 2, 0), (2, '/~n/b', 2, 1, 1, 0)")
+        conn.executemany(
+            "INSERT INTO entries VALUES (?, ?, 'author', ?, ?, 0)",
+            [
+                (seq, 2 if e.key == "/~n/b" else 1, e.signature, e.update)
+                for seq, e in enumerate(old, 1)
+            ],
+        )
+    async with SQLiteStore(path) as store:
+        log = await store.load("/~n/a")
+        assert [(e.seq, e.update, e.signature) for e in log.entries] == [
+            (1, old[0].update, old[0].signature),
+            (3, old[2].update, old[2].signature),
+        ]
+        replay = Entry("/~n/a", old[0].update, "author", old[0].signature)
+        assert await store.append([replay]) == []
+        (new,) = await store.append([entry("/~n/b", 4)])
+        assert new.seq > 3
+    async with SQLiteStore(path) as store:  # and it opens again as it is now
+        assert [e.seq for e in (await store.load("/~n/b")).entries] == [2, new.seq]
+        assert await store.head() == new.seq
