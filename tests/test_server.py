@@ -620,6 +620,24 @@ async def test_login_link_sets_the_owner_cookie(node: Node) -> None:
         assert (await browser.put("/mine", json={"a": 1})).status_code == 200
 
 
+async def test_two_nodes_on_one_host_keep_their_own_login_cookies(
+    node_factory: NodeFactory,
+) -> None:
+    """A browser keeps cookies per host, not per port: logging in to a second node on
+    127.0.0.1 must not log the browser out of the first."""
+    a, b = await node_factory("cookie-a"), await node_factory("cookie-b")
+    async with httpx.AsyncClient(timeout=30) as browser:  # one cookie jar, as a browser has
+        for node in (a, b):
+            assert (await browser.get(f"{node.url}/_login?token={node.token}")).status_code == 303
+        for node in (a, b):
+            answer = await browser.put(f"{node.url}/mine", json={"node": node.port})
+            assert answer.status_code == 200, answer.text
+    async with httpx.AsyncClient(timeout=30) as only_a:  # a's login is no login at b
+        assert (await only_a.get(f"{a.url}/_login?token={a.token}")).status_code == 303
+        await assert_error(await only_a.put(f"{b.url}/mine", json={}), 401, "not_authenticated")
+        assert (await only_a.put(f"{a.url}/mine", json={})).status_code == 200
+
+
 async def test_unknown_methods_and_accepts_get_json_errors(client: httpx.AsyncClient) -> None:
     await client.put("/m", json={"a": 1})
     await assert_error(await client.post("/m", json={}), 405, "method_not_allowed")

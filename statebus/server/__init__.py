@@ -27,6 +27,7 @@ from ..identity import Identity
 from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..store import SQLiteStore
+from ._auth import token_cookie
 from ._errors import HANDLERS
 from ._pages import load_app, negotiate, page_routes
 from ._peers import auth, hello, peer, peers, push, stream
@@ -94,6 +95,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                     "access": access,
                     "bumps": bumps,
                     "owner_token": owner_token,
+                    "owner_cookie": token_cookie(identity.node_id),
                 }
             finally:
                 app.state.bus = None

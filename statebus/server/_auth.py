@@ -6,7 +6,14 @@ import hmac
 
 from starlette.requests import Request
 
-TOKEN_COOKIE = "statebus_token"
+from ..identity import NodeId
+
+
+def token_cookie(node_id: NodeId) -> str:
+    """The owner cookie's name, one per node: browsers keep cookies per host, not per
+    port, so two nodes on one machine (8765 and 8766) need two names, or the second
+    login would put the first node's cookie out."""
+    return f"statebus_token_{node_id[:16]}"
 
 
 def presented_token(request: Request) -> str | None:
@@ -15,7 +22,8 @@ def presented_token(request: Request) -> str | None:
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    return request.cookies.get(TOKEN_COOKIE)
+    name: str = request.state.owner_cookie
+    return request.cookies.get(name)
 
 
 def is_owner(request: Request, owner_token: str) -> bool:

@@ -36,7 +36,7 @@ from ..keys import Key, parse_key
 from ..quotas import SpeedBumps
 from ..settings import Settings
 from ..values import parse_object
-from ._auth import TOKEN_COOKIE, is_owner
+from ._auth import is_owner
 from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
 from ._json import JSONResponse
 from ._sse import EventStream
@@ -60,6 +60,7 @@ class NodeState(TypedDict):
     access: Access
     bumps: SpeedBumps
     owner_token: str
+    owner_cookie: str  # the owner cookie's name, per node (_auth.token_cookie)
 
 
 def _bus(request: Request) -> Bus:
@@ -366,5 +367,7 @@ async def login(request: Request) -> Response:
     if not hmac.compare_digest(token.encode(), request.state.owner_token.encode()):
         raise NotAuthenticated("that login link does not carry this node's owner token")
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
+    response.set_cookie(
+        request.state.owner_cookie, token, httponly=True, samesite="strict", path="/"
+    )
     return response
