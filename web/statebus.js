@@ -21,11 +21,15 @@
  * removed while we were away are dropped when a fresh listing ends.
  *
  * Writes go out one at a time, in order. A write that cannot reach the node (or
- * that the node answers 5xx or 429) stays queued, in memory, and is sent again
- * when a stream reconnects, the browser comes back online, or a backoff timer
- * fires. Retrying is safe: PUT and PATCH are idempotent, and a repeated DELETE
- * whose first try landed resolves as done. Values shown are always the node's:
- * a queued write appears when the node has taken it.
+ * that the node answers 5xx or 429) stays queued and is sent again when a stream
+ * reconnects, the browser comes back online, or a backoff timer fires. Retrying
+ * is safe: PUT and PATCH are idempotent, and a repeated DELETE whose first try
+ * landed resolves as done. Values shown are always the node's: a queued write
+ * appears when the node has taken it. The queue is also kept in the tab's
+ * sessionStorage, so a write made offline survives reloading the page: the new
+ * page's Statebus sends it (its promise went with the old page). Each tab keeps
+ * its own queue, so two tabs never send one write twice; closing the tab drops
+ * what it still held. new Statebus({persist: false}) keeps the queue in memory.
  *
  * Callbacks get (value, info): value is the key's JSON object or null, or for a
  * folder a fresh {key: value} object; info is {key, version} of what changed
@@ -201,12 +205,62 @@
     }
   }
 
+  /* Where a Statebus keeps its write queue across reloads: the tab's sessionStorage
+     under one name per node, or nowhere (no storage, or persist: false). */
+  class SavedQueue {
+    constructor(base, enabled) {
+      this.name = `statebus queue ${base || (root.location ? root.location.origin : '')}`;
+      this.storage = null;
+      try {
+        if (enabled && root.sessionStorage) this.storage = root.sessionStorage;
+      } catch (_) {
+        /* storage denied (sandboxed frame, privacy settings): memory only */
+      }
+    }
+
+    load() {
+      if (!this.storage) return [];
+      try {
+        const saved = JSON.parse(this.storage.getItem(this.name) || '[]');
+        return Array.isArray(saved) ? saved.filter(validOp) : [];
+      } catch (_) {
+        return []; // unreadable: nothing to restore
+      }
+    }
+
+    save(queue) {
+      if (!this.storage) return;
+      try {
+        if (!queue.length) this.storage.removeItem(this.name);
+        else {
+          const ops = queue.map(({method, key, body, type}) => ({method, key, body, type}));
+          this.storage.setItem(this.name, JSON.stringify(ops));
+        }
+      } catch (_) {
+        /* over the storage quota: the queue still lives in memory */
+      }
+    }
+  }
+
+  function validOp(op) {
+    return (
+      op &&
+      ['PUT', 'PATCH', 'DELETE'].includes(op.method) &&
+      typeof op.key === 'string' &&
+      op.key.startsWith('/')
+    );
+  }
+
   class Statebus {
-    /* options.base: the node's URL (default: this page's node). */
+    /* options.base: the node's URL (default: this page's node);
+       options.persist: keep queued writes across reloads (default true). */
     constructor(options = {}) {
       this.base = (options.base || '').replace(/\/+$/, '');
       this.channels = new Map();
-      this.queue = [];
+      this.saved = new SavedQueue(this.base, options.persist !== false);
+      // Writes a previous page of this tab queued and could not send: ours to send now
+      // (tries: 1, as one may have landed unanswered).
+      this.queue = this.saved.load().map((op) => ({...op, tries: 1, resolve() {}, reject() {}}));
       this.online = true;
       this.error = null;
       this.flushing = false;
@@ -215,6 +269,7 @@
       this.watchers = new Set();
       this._onOnline = () => this.flush();
       if (root.addEventListener) root.addEventListener('online', this._onOnline);
+      if (this.queue.length) queueMicrotask(() => this.flush());
     }
 
     url(key) {
@@ -276,6 +331,7 @@
       const body = type ? JSON.stringify(value) : undefined;
       return new Promise((resolve, reject) => {
         this.queue.push({method, key, body, type, tries: 0, resolve, reject});
+        this.saved.save(this.queue);
         this._tell();
         this.flush();
       });
@@ -311,6 +367,7 @@
             return;
           }
           this.queue.shift();
+          this.saved.save(this.queue);
           this.flushTries = 0;
           this._reached();
           if (response.ok) op.resolve(await response.json());

@@ -227,3 +227,41 @@ async def test_a_visitor_sees_private_keys_as_null_and_is_told_to_log_in(
     assert shared.status_code == 200
     await until(page, "seen['/profile'].at(-1).value?.name === 'Ada'", within=40)
     await pages.screenshot(page)
+
+
+async def test_a_write_queued_offline_survives_a_reload_of_the_page(
+    node: Node, pages: Pages
+) -> None:
+    page = await pages.open(node, BLANK)
+    blocked = f"{node.url}/notes/**"
+
+    async def unreachable(route: Route) -> None:  # writes to /notes/ cannot reach the node
+        await (route.abort() if route.request.method != "GET" else route.continue_())
+
+    await page.route(blocked, unreachable)
+    await page.evaluate(
+        """() => { window.bus = new Statebus();
+            bus.put('/notes/a', {text: 'written offline'});
+            bus.patch('/notes/a', {more: 1}); }"""
+    )
+    await until(page, "bus.queue.length === 2 && !bus.online")
+    other_tab = await page.context.new_page()  # the same browser, another tab
+    await other_tab.goto(page.url)
+    assert await other_tab.evaluate("() => new Statebus().queue.length") == 0
+
+    await page.reload()
+    assert await page.evaluate("() => typeof window.bus") == "undefined"  # a new page
+    await page.evaluate("() => { window.bus = new Statebus(); }")
+    assert await page.evaluate("() => bus.queue.map((op) => op.method)") == ["PUT", "PATCH"]
+    async with node.client() as http:
+        nothing = await http.get("/notes/a", headers={"Accept": "application/json"})
+    assert nothing.status_code == 404
+
+    await page.unroute(blocked)  # the node is reachable again: the next try lands
+    await until(page, "bus.queue.length === 0 && bus.online", within=60)
+    async with node.client() as http:
+        answer = await http.get("/notes/a", headers={"Accept": "application/json"})
+    assert answer.json() == {"text": "written offline", "more": 1}
+    assert await page.evaluate("() => Object.keys(sessionStorage).length") == 0
+    await page.reload()  # sent once: nothing is left to send again
+    assert await page.evaluate("() => new Statebus().queue.length") == 0
