@@ -29,7 +29,8 @@
  * sessionStorage, so a write made offline survives reloading the page: the new
  * page's Statebus sends it (its promise went with the old page). Each tab keeps
  * its own queue, so two tabs never send one write twice; closing the tab drops
- * what it still held. new Statebus({persist: false}) keeps the queue in memory.
+ * what it still held. In a page, the first Statebus made for a node keeps its
+ * queue there; new Statebus({persist: false}), and any other, in memory only.
  *
  * Callbacks get (value, info): value is the key's JSON object or null, or for a
  * folder a fresh {key: value} object; info is {key, version} of what changed
@@ -205,17 +206,22 @@
     }
   }
 
+  const claimed = new Set(); // saved queues this page's Statebus objects hold, by name
+
   /* Where a Statebus keeps its write queue across reloads: the tab's sessionStorage
-     under one name per node, or nowhere (no storage, or persist: false). */
+     under one name per node, or nowhere (no storage, persist: false, or another
+     Statebus of this page holds that name: one owner, or each would drop the other's). */
   class SavedQueue {
     constructor(base, enabled) {
       this.name = `statebus queue ${base || (root.location ? root.location.origin : '')}`;
       this.storage = null;
+      if (!enabled || claimed.has(this.name)) return;
       try {
-        if (enabled && root.sessionStorage) this.storage = root.sessionStorage;
+        if (root.sessionStorage) this.storage = root.sessionStorage;
       } catch (_) {
         /* storage denied (sandboxed frame, privacy settings): memory only */
       }
+      if (this.storage) claimed.add(this.name);
     }
 
     load() {

@@ -253,6 +253,9 @@ async def test_a_write_queued_offline_survives_a_reload_of_the_page(
     assert await page.evaluate("() => typeof window.bus") == "undefined"  # a new page
     await page.evaluate("() => { window.bus = new Statebus(); }")
     assert await page.evaluate("() => bus.queue.map((op) => op.method)") == ["PUT", "PATCH"]
+    # A second Statebus of the page neither takes those writes nor drops them.
+    assert await page.evaluate("() => new Statebus().queue.length") == 0
+    assert await page.evaluate("() => JSON.parse(Object.values(sessionStorage)[0]).length") == 2
     async with node.client() as http:
         nothing = await http.get("/notes/a", headers={"Accept": "application/json"})
     assert nothing.status_code == 404
