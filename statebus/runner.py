@@ -28,6 +28,7 @@ from .errors import StartupError
 from .federation import Federation
 from .identity import Identity
 from .server import create_app
+from .server._routes import WriteLane
 from .server._sse import RawSend
 from .settings import Settings
 
@@ -105,7 +106,7 @@ class NodeServer:
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.app = create_app(self.settings, identity=self.identity, owner_token=self.owner_token)
         config = uvicorn.Config(
-            RawSend(self.app),
+            WriteLane(RawSend(self.app)),
             lifespan="on",
             access_log=False,
             log_level=self._log_level,

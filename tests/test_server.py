@@ -5,13 +5,19 @@ from __future__ import annotations
 import base64
 import json
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 from pycrdt import Array, Doc, Map, Text
 
+from statebus import create_app
+from statebus.identity import Identity
+from statebus.runner import bind
+from statebus.settings import Settings
 from tests.conftest import Node, NodeFactory
 from tests.sse import open_stream
 
@@ -682,3 +688,36 @@ async def raw_request(
                     break
     head, _, payload = answer.partition(b"\r\n\r\n")
     return int(head.split()[1]), head, payload
+
+
+async def test_the_app_alone_writes_the_same_way(tmp_path: Path) -> None:
+    """``create_app`` served without the runner's WriteLane in front (as an embedder's
+    ASGI server would) routes writes through Starlette to the same write path."""
+    identity = Identity.generate()
+    app = create_app(Settings(data_dir=tmp_path), identity=identity, owner_token="t0ken")
+    sock = bind("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
+    owner = {"Authorization": "Bearer t0ken"}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(server.serve, sockets=[sock]))
+        with anyio.fail_after(20):
+            while not server.started:  # noqa: ASYNC110  (uvicorn offers no readiness event)
+                await anyio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=url) as http:
+            written = await http.put("/k", json={"a": 1}, headers=owner)
+            assert written.status_code == 200
+            version = int(written.headers["version"].strip('"'))
+            assert written.json() == {"key": "/k", "version": version}
+            patched = await http.patch("/k", json={"b": 2}, headers={**owner, **MERGE_PATCH})
+            assert patched.status_code == 200
+            assert (await http.get("/k", headers={**owner, **JSON})).json() == {"a": 1, "b": 2}
+            await assert_error(await http.put("/k", json={"a": 2}), 401, "not_authenticated")
+            broken = {**owner, "Content-Type": "application/json"}
+            await assert_error(
+                await http.put("/k", content=b"{", headers=broken), 400, "invalid_body"
+            )
+            assert (await http.delete("/k", headers=owner)).status_code == 200
+            gone = await http.get("/k", headers={**owner, **JSON})
+            await assert_error(gone, 404, "not_found")
+        server.should_exit = True
