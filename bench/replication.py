@@ -13,7 +13,8 @@ Two nodes run as separate processes (``python -m statebus serve``) on 127.0.0.1:
    stream and POSTs its frames to ``/_fed/push`` in 256 KiB chunks, one at a
    time, exactly as a link does; B answers each POST once every entry in it is
    verified, applied and durable. The figure is entries per second over the
-   whole run: the rate at which a node takes signed entries from a peer.
+   whole push, the best of ``LIVE_ROUNDS`` pushes (each by a new author): the
+   rate at which a node takes signed entries from a peer.
 3. **raw**: the catch-up's updates applied to bare pycrdt Docs, one per key, in
    the bench process: the floor the catch-up is compared with.
 
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 TARGET = 0.7  # replicated entries/s over raw verifications/s (issue 7)
 CATCHUP_ENTRIES = 100_000
 LIVE_ENTRIES = 20_000
+LIVE_ROUNDS = 3  # pushes of LIVE_ENTRIES each, by a new author each; the best counts
 DOCUMENTS = 200
 WRITERS = 64
 DEADLINE = 600.0  # seconds for each wait, at most
@@ -223,7 +225,7 @@ async def _push(node: _Node, frames: list[bytes]) -> float:
 async def _replicate(work: Path, live: int, catchup: int) -> Figures:
     a_id, updates = await _fill(work / "a", catchup)
     raw_s = _raw_apply(updates)
-    frames = _signed_entries(Identity.generate(), live)
+    rounds = [_signed_entries(Identity.generate(), live) for _ in range(LIVE_ROUNDS)]
     a = _Node(work / "a", work / "a.log")
     b = _Node(work / "b", work / "b.log")
     try:
@@ -237,12 +239,14 @@ async def _replicate(work: Path, live: int, catchup: int) -> Figures:
             added.raise_for_status()
             await _until_head(b, http, catchup)
             catchup_s = time.perf_counter() - started
-            live_rate = await _push(b, frames)
+            # Noise only slows a run down: the best of a few pushes, as for the raw rows.
+            live_rate = max([await _push(b, frames) for frames in rounds])
     finally:
         b.stop()
         a.stop()
     note = (
-        f"{DOCUMENTS} keys; live: a peer's POSTs of 256 KiB, each answered once durable; "
+        f"{DOCUMENTS} keys; live: a peer's POSTs of 256 KiB, each answered once durable, "
+        f"best of {LIVE_ROUNDS} pushes of {live:,}; "
         f"catch-up {catchup / catchup_s:,.0f} entries/s, raw pycrdt apply {raw_s:.2f} s"
     )
     return Figures(live_rate, catchup_s, catchup, raw_s, note)
