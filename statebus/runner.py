@@ -20,7 +20,6 @@ import anyio
 import anyio.to_thread
 import uvicorn
 from anyio.abc import TaskGroup, TaskStatus
-from starlette.applications import Starlette
 
 from .bus import Bus
 from .datadir import DataDir
@@ -28,8 +27,7 @@ from .errors import StartupError
 from .federation import Federation
 from .identity import Identity
 from .server import create_app
-from .server._routes import WriteLane
-from .server._sse import RawSend
+from .server._front import Front
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +87,7 @@ class NodeServer:
         self._log_level = log_level
         self._server: _Server | None = None
         self._tg: TaskGroup | None = None
-        self.app: Starlette | None = None
+        self.app: Front | None = None
         self.stopped = anyio.Event()
         self.url = ""
         self.owner_token = ""
@@ -106,7 +104,7 @@ class NodeServer:
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self.app = create_app(self.settings, identity=self.identity, owner_token=self.owner_token)
         config = uvicorn.Config(
-            WriteLane(RawSend(self.app)),
+            self.app,
             lifespan="on",
             access_log=False,
             log_level=self._log_level,

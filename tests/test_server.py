@@ -690,9 +690,10 @@ async def raw_request(
     return int(head.split()[1]), head, payload
 
 
-async def test_the_app_alone_writes_the_same_way(tmp_path: Path) -> None:
-    """``create_app`` served without the runner's WriteLane in front (as an embedder's
-    ASGI server would) routes writes through Starlette to the same write path."""
+async def test_create_app_under_a_plain_uvicorn_serves_a_node(tmp_path: Path) -> None:
+    """``create_app`` is the whole node's app: served by a plain uvicorn (as an
+    embedder would, without the runner), documents are written, read and refused
+    as everywhere else, and the machinery under ``/_`` answers too."""
     identity = Identity.generate()
     app = create_app(Settings(data_dir=tmp_path), identity=identity, owner_token="t0ken")
     sock = bind("127.0.0.1", 0)
@@ -720,4 +721,6 @@ async def test_the_app_alone_writes_the_same_way(tmp_path: Path) -> None:
             assert (await http.delete("/k", headers=owner)).status_code == 200
             gone = await http.get("/k", headers={**owner, **JSON})
             await assert_error(gone, 404, "not_found")
+            assert (await http.get("/_health")).json()["ok"] is True
+            await assert_error(await http.post("/k", json={}), 405, "method_not_allowed")
         server.should_exit = True

@@ -1,6 +1,7 @@
 """The node's HTTP server: a Starlette app whose lifespan owns store, bus and federation.
 
-``create_app`` builds the app; nothing exists at import time. The lifespan
+``create_app`` builds the app (:class:`~._front.Front` in front of Starlette:
+document requests skip Starlette's stack); nothing exists at import time. The lifespan
 opens the store, then the bus, then federation, then the computed keys, in
 one exit stack (closed in reverse), loads the sharing rules, and hands them
 to routes as typed lifespan state (:class:`NodeState`). Browsers get the
@@ -29,6 +30,7 @@ from ..settings import Settings
 from ..store import SQLiteStore
 from ._auth import token_cookie
 from ._errors import HANDLERS
+from ._front import DOCUMENT_METHODS, Front
 from ._pages import load_app, negotiate, page_routes
 from ._peers import auth, hello, peer, peers, push, stream
 from ._routes import NodeState, document, health, login
@@ -36,10 +38,8 @@ from ._sharing import acl
 
 __all__ = ["NodeState", "create_app"]
 
-DOCUMENT_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE"]
 
-
-def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> Starlette:
+def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> Front:
     """The ASGI app of one node. ``app.state.bus`` and ``.computed`` are set while it runs."""
     served = load_app(settings.app) if settings.app else None
 
@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
                 app.state.computed = None
                 app.state.federation = None
 
+    endpoint = negotiate(document, served)
     routes = [
         Route("/_health", health),
         Route("/_login", login),
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, identity: Identity, owner_token: str) -> S
         Route("/_fed/stream", stream),
         Route("/_fed/push", push, methods=["POST"]),
         *page_routes(served),
-        Route("/{path:path}", negotiate(document, served), methods=DOCUMENT_METHODS),
+        Route("/{path:path}", endpoint, methods=list(DOCUMENT_METHODS)),  # see Front
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=HANDLERS)
+    return Front(app, endpoint)

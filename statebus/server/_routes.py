@@ -15,9 +15,9 @@ from contextlib import aclosing
 from typing import TypedDict
 
 import mimeparse
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from ..access import ANONYMOUS, OWNER, Access, Reader
 from ..bus import Bus, Change, Delete, Event, Patch, PutUpdate, PutValue
@@ -28,7 +28,6 @@ from ..errors import (
     NotAuthenticated,
     NotFound,
     PayloadTooLarge,
-    StatebusError,
     UnsupportedMediaType,
 )
 from ..federation import Federation
@@ -39,7 +38,6 @@ from ..settings import Settings
 from ..values import parse_object
 from ._auth import is_owner
 from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
-from ._errors import statebus_error, unexpected_error
 from ._json import JSONResponse
 from ._sse import EventStream
 
@@ -148,9 +146,9 @@ def _visitor(request: Request) -> str:
 
 
 async def document(request: Request) -> Response | ASGIApp:
-    key = _key(request)
     if request.method not in ("GET", "HEAD"):
-        return write_document  # reached this way only when WriteLane is not in front
+        return await write(request)
+    key = _key(request)
     reader = _reader(request)
     if not reader.is_owner:
         _bumps(request).request(_visitor(request))
@@ -163,45 +161,8 @@ async def document(request: Request) -> Response | ASGIApp:
 WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
 
 
-class WriteLane:
-    """The node's outermost layer: document writes (PUT, PATCH, DELETE of a path
-    outside ``/_``) go straight to :func:`write_document`, everything else to the app.
-
-    A durable write's client waits for its whole cost, and Starlette's middleware,
-    router and endpoint wrappers cost about a third of it (bench/README.md); the
-    answers are the same either way, errors included.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] in WRITE_METHODS
-            and not scope["path"].startswith("/_")
-        ):
-            await write_document(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
-async def write_document(scope: Scope, receive: Receive, send: Send) -> None:
-    """PUT, PATCH or DELETE of one document, answered once the write is durable: the
-    one write path, a plain ASGI app that renders its own errors (``_errors``)."""
-    request = Request(scope, receive)
-    try:
-        response = await _write(request)
-    except ClientDisconnect:
-        return  # nobody to answer; nothing was applied
-    except StatebusError as exc:
-        response = await statebus_error(request, exc)
-    except Exception as exc:  # the same last resort as the app's
-        response = await unexpected_error(request, exc)
-    await response(scope, receive, send)
-
-
-async def _write(request: Request) -> Response:
+async def write(request: Request) -> Response:
+    """PUT, PATCH or DELETE of one document, answered once the write is durable."""
     key = _key(request)
     _require_owner(request)
     change = await _change(request, key)

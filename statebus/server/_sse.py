@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from anyio import CancelScope
 from sse_starlette import ServerSentEvent
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..bus import Event, Kind
 
@@ -104,7 +104,7 @@ class EventStream:
             {"type": "http.response.start", "status": self.status, "headers": self.start_headers()}
         )
         # Once the answer has started through the app's middleware, its body goes to
-        # the server's own send (RawSend put it in the scope): no wrapper per event.
+        # the server's own send (``Front`` put it in the scope): no wrapper per event.
         send = scope.get(RAW_SEND, send)
         preamble = self.preamble()
         if preamble:
@@ -136,7 +136,7 @@ def _direct_writer(send: Send) -> Callable[[list[Event]], bool] | None:
     """A writer that puts an event on the wire at once, from the publisher, without
     waking the stream's task (see ``bus.Subscriber``); None where it cannot be had.
 
-    It needs uvicorn's httptools protocol (the server's own ``send``, which RawSend
+    It needs uvicorn's httptools protocol (the server's own ``send``, which ``Front``
     handed over, bound to its request cycle) answering in chunked encoding; it
     frames the chunk exactly as that ``send`` would, once per event for every
     reader, and declines (the event then takes the queued path) while the
@@ -163,24 +163,6 @@ def _direct_writer(send: Send) -> Callable[[list[Event]], bool] | None:
         return True
 
     return write
-
-
-class RawSend:
-    """The outermost ASGI layer: hands streams the server's own ``send``.
-
-    Starlette's middleware wraps ``send`` to learn whether an answer has
-    started; a stream that has sent its start through them may write its
-    body, chunk after chunk, straight to the server. That is two Python
-    frames less per event and reader, on the fan-out's hottest path.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[RAW_SEND] = send
-        await self.app(scope, receive, send)
 
 
 async def _until_disconnect(receive: Receive, ending: CancelScope) -> None:
