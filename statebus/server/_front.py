@@ -1,14 +1,13 @@
 """The node's outermost ASGI layer, in front of its Starlette app.
 
 Every document request (a path outside ``/_``, a document method) goes from here
-straight to its endpoint: ``write`` for PUT, PATCH and DELETE, the negotiating
-document endpoint for GET and HEAD, answered by :func:`answer` with the same
-error answers as the app's. Starlette's middleware, router and endpoint
-wrappers stay with the node's machinery (``/_...``) and with the methods a
-document does not take (405 from the router). They would cost a durable write
-about a third of its time on the loop, and hold about 5 KiB of coroutine frames
-and closures for each open event stream, for the stream's whole life
-(bench/README.md).
+straight to the document endpoint (pages for browsers, reads, writes), answered
+by :func:`answer` with the same error answers as the app's. Starlette's
+middleware, router and endpoint wrappers stay with the node's machinery
+(``/_...``) and with the methods a document does not take (405 from the
+router). They would cost a durable write about a third of its time on the loop,
+and hold about 5 KiB of coroutine frames and closures for each open event
+stream, for the stream's whole life (bench/README.md).
 
 Requests for the app also get the server's own ``send`` in the scope
 (``RAW_SEND``): Starlette's middleware wraps ``send`` to learn whether an answer
@@ -26,10 +25,9 @@ from starlette.types import Receive, Scope, Send
 from ..errors import StatebusError
 from ._errors import statebus_error, unexpected_error
 from ._pages import Endpoint
-from ._routes import WRITE_METHODS, write
 from ._sse import RAW_SEND
 
-DOCUMENT_METHODS = ("GET", "HEAD", *sorted(WRITE_METHODS))
+DOCUMENT_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
 
 
 class Front:
@@ -45,11 +43,8 @@ class Front:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            method = scope["method"]
-            if method in DOCUMENT_METHODS and not scope["path"].startswith("/_"):
-                await answer(
-                    write if method in WRITE_METHODS else self.document, scope, receive, send
-                )
+            if scope["method"] in DOCUMENT_METHODS and not scope["path"].startswith("/_"):
+                await answer(self.document, scope, receive, send)
                 return
             scope[RAW_SEND] = send
         await self.app(scope, receive, send)

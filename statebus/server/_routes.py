@@ -158,9 +158,6 @@ async def document(request: Request) -> Response | ASGIApp:
     return await _read(request, key, reader)
 
 
-WRITE_METHODS = frozenset({"PUT", "PATCH", "DELETE"})
-
-
 async def write(request: Request) -> Response:
     """PUT, PATCH or DELETE of one document, answered once the write is durable."""
     key = _key(request)
