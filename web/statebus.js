@@ -265,8 +265,12 @@
       this.channels = new Map();
       this.saved = new SavedQueue(this.base, options.persist !== false);
       // Writes a previous page of this tab queued and could not send: ours to send now
-      // (tries: 1, as one may have landed unanswered).
-      this.queue = this.saved.load().map((op) => ({...op, tries: 1, resolve() {}, reject() {}}));
+      // (tries: 1, as one may have landed unanswered). Their promises went with that
+      // page, so a refusal is told through status() instead.
+      const refused = (error) => this._failed(error);
+      this.queue = this.saved
+        .load()
+        .map((op) => ({...op, tries: 1, resolve() {}, reject: refused}));
       this.online = true;
       this.error = null;
       this.flushing = false;

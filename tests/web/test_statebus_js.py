@@ -268,3 +268,28 @@ async def test_a_write_queued_offline_survives_a_reload_of_the_page(
     assert await page.evaluate("() => Object.keys(sessionStorage).length") == 0
     await page.reload()  # sent once: nothing is left to send again
     assert await page.evaluate("() => new Statebus().queue.length") == 0
+
+
+async def test_a_restored_write_the_node_refuses_is_told_through_status(
+    node: Node, pages: Pages
+) -> None:
+    page = await pages.open(node, BLANK, login=False)  # a visitor: writes are refused
+    blocked = f"{node.url}/notes/**"
+
+    async def unreachable(route: Route) -> None:
+        await (route.abort() if route.request.method != "GET" else route.continue_())
+
+    await page.route(blocked, unreachable)
+    await page.evaluate("() => { window.bus = new Statebus(); bus.put('/notes/b', {x: 1}); }")
+    await until(page, "bus.queue.length === 1 && !bus.online")
+    await page.reload()
+    await page.evaluate(
+        """() => { window.bus = new Statebus(); window.statuses = [];
+            bus.status((s) => statuses.push(s.error && s.error.status)); }"""
+    )
+    await page.unroute(blocked)
+    await until(page, "bus.queue.length === 0 && statuses.includes(401)", within=60)
+    assert await page.evaluate("() => Object.keys(sessionStorage).length") == 0
+    async with node.client() as http:
+        nothing = await http.get("/notes/b", headers={"Accept": "application/json"})
+    assert nothing.status_code == 404
