@@ -43,6 +43,17 @@ async def until(page: Page, condition: str, arg: Any = None, within: float = 15)
         raise
 
 
+async def cut_writes(page: Page, pattern: str) -> str:
+    """Make writes to URLs matching ``pattern`` fail as if the node were unreachable
+    (reads still pass); ``page.unroute(pattern)`` mends it. Returns ``pattern``."""
+
+    async def unreachable(route: Route) -> None:
+        await (route.abort() if route.request.method != "GET" else route.continue_())
+
+    await page.route(pattern, unreachable)
+    return pattern
+
+
 async def test_put_patch_delete_and_read_once(node: Node, pages: Pages) -> None:
     page = await pages.open(node, BLANK)
     result = await page.evaluate(
@@ -233,12 +244,7 @@ async def test_a_write_queued_offline_survives_a_reload_of_the_page(
     node: Node, pages: Pages
 ) -> None:
     page = await pages.open(node, BLANK)
-    blocked = f"{node.url}/notes/**"
-
-    async def unreachable(route: Route) -> None:  # writes to /notes/ cannot reach the node
-        await (route.abort() if route.request.method != "GET" else route.continue_())
-
-    await page.route(blocked, unreachable)
+    blocked = await cut_writes(page, f"{node.url}/notes/**")
     await page.evaluate(
         """() => { window.bus = new Statebus();
             bus.put('/notes/a', {text: 'written offline'});
@@ -274,12 +280,7 @@ async def test_a_restored_write_the_node_refuses_is_told_through_status(
     node: Node, pages: Pages
 ) -> None:
     page = await pages.open(node, BLANK, login=False)  # a visitor: writes are refused
-    blocked = f"{node.url}/notes/**"
-
-    async def unreachable(route: Route) -> None:
-        await (route.abort() if route.request.method != "GET" else route.continue_())
-
-    await page.route(blocked, unreachable)
+    blocked = await cut_writes(page, f"{node.url}/notes/**")
     await page.evaluate("() => { window.bus = new Statebus(); bus.put('/notes/b', {x: 1}); }")
     await until(page, "bus.queue.length === 1 && !bus.online")
     await page.reload()
