@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
 from .errors import InvalidKey, InvalidNodeId
@@ -42,16 +42,15 @@ class Key:
         """A document of the node's own machinery (``/_acl``), made only by the node."""
         return self.path.startswith("/_")
 
-    @property
-    def canonical(self) -> str:
-        """The one string under which the node stores and routes this key.
+    # The one string under which the node stores and routes this key (set once:
+    # every write asks for it several times). Machinery documents keep their bare
+    # path, outside every namespace's key range, so that no folder ever lists or
+    # streams them.
+    canonical: str = field(init=False, repr=False, compare=False)
 
-        Machinery documents keep their bare path, outside every namespace's
-        key range, so that no folder ever lists or streams them.
-        """
-        if self.is_machinery:
-            return self.path
-        return f"/~{self.namespace}{self.path}"
+    def __post_init__(self) -> None:
+        canonical = self.path if self.is_machinery else f"/~{self.namespace}{self.path}"
+        object.__setattr__(self, "canonical", canonical)
 
     def display(self, own: NodeId) -> str:
         """The key as a user of this node writes it: short for the own namespace."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.requests import Request
 
@@ -16,16 +18,17 @@ def token_cookie(node_id: NodeId) -> str:
     return f"statebus_token_{node_id[:16]}"
 
 
-def presented_token(request: Request) -> str | None:
-    """The bearer token of the request: Authorization header first, then the cookie."""
+def presented_token(request: Request, cookie: str) -> str | None:
+    """The bearer token of the request: Authorization header first, then the cookie
+    named ``cookie``."""
     header = request.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    name: str = request.state.owner_cookie
-    return request.cookies.get(name)
+    return request.cookies.get(cookie)
 
 
-def is_owner(request: Request, owner_token: str) -> bool:
-    token = presented_token(request)
-    return token is not None and hmac.compare_digest(token.encode(), owner_token.encode())
+def is_owner(request: Request, node: Mapping[str, Any]) -> bool:
+    """Whether the request carries the node's owner token (``node``: its NodeState)."""
+    token = presented_token(request, node["owner_cookie"])
+    return token is not None and hmac.compare_digest(token.encode(), node["owner_token"].encode())

@@ -245,7 +245,9 @@ class SQLiteStore(Store):
         await self._pending.acquire()
         future: asyncio.Future[list[Entry]] = self._loop.create_future()
         self._queue.put(_Job(entries, future, upto, messages))
-        return await asyncio.shield(future)
+        # Not shielded: a cancelled caller cancels only its wait; the writer thread
+        # commits the job anyway, and _finish skips a future that is done.
+        return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         running = True
