@@ -1,4 +1,4 @@
-"""Ed25519 through ctypes: the same signatures as PyNaCl, and the same verdicts."""
+"""Ed25519 verification through ctypes: the same verdicts as PyNaCl."""
 
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ def through(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return str(request.param)
 
 
-def test_signatures_match_pynacl_and_verify(through: str) -> None:
+def test_pynacl_signatures_verify_and_tampered_ones_do_not(through: str) -> None:
     seed = os.urandom(32)
-    public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    public, _secret = nacl.bindings.crypto_sign_seed_keypair(seed)
     for message in (b"", b"x", os.urandom(5000)):
-        signature = _sodium.sign_detached(message, secret)
-        assert signature == nacl.signing.SigningKey(seed).sign(message).signature
+        signature = nacl.signing.SigningKey(seed).sign(message).signature
         assert _sodium.verify_detached(signature, message, public)
         flipped = bytes([signature[0] ^ 1]) + signature[1:]
         assert not _sodium.verify_detached(flipped, message, public)

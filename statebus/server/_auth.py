@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..identity import NodeId
+from ._headers import header
 
 
 def token_cookie(node_id: NodeId) -> str:
@@ -21,8 +22,7 @@ def token_cookie(node_id: NodeId) -> str:
 def presented_token(request: Request, cookie: str) -> str | None:
     """The bearer token of the request: Authorization header first, then the cookie
     named ``cookie``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
+    scheme, _, credentials = header(request, b"authorization").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     return request.cookies.get(cookie)

@@ -39,7 +39,9 @@ from ..settings import Settings
 from ..values import parse_object
 from ._auth import is_owner
 from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
-from ._json import JSONResponse
+from ._headers import has_header
+from ._headers import header as header_of
+from ._json import JSONResponse, json_answer
 from ._sse import EventStream
 
 JSON_TYPE = "application/json"
@@ -136,9 +138,9 @@ def _visible(request: Request, reader: Reader) -> Callable[[str], bool] | None:
 
 def _encrypt_to(request: Request) -> frozenset[NodeId] | None:
     """``Encrypt-To: <id>, <id>``: seal the document to these friends (and the owner)."""
-    header = request.headers.get("encrypt-to")
-    if header is None:
+    if not has_header(request, b"encrypt-to"):
         return None
+    header = header_of(request, b"encrypt-to")  # empty: sealed to the owner alone
     try:
         return frozenset(parse_node_id(item) for item in header.replace(",", " ").split())
     except InvalidNodeId as exc:
@@ -170,9 +172,7 @@ async def write(request: Request) -> Response:
     change = await _change(request, key)
     bus = _bus(request)
     version = await bus.apply(key, change, origin=_peer(request), encrypt_to=_encrypt_to(request))
-    return JSONResponse(
-        {"key": key.display(bus.own), "version": version}, headers=_version_headers(version)
-    )
+    return json_answer({"key": key.display(bus.own), "version": version}, version)
 
 
 async def _read(request: Request, key: Key, reader: Reader) -> Response | ASGIApp:
@@ -249,7 +249,7 @@ def _braid(request: Request, key: Key, accept: str, reader: Reader) -> ASGIApp:
 
 def _peer(request: Request) -> str | None:
     """The Braid ``Peer`` header: the client's tag for its own writes and subscriptions."""
-    return request.headers.get("peer") or None
+    return header_of(request, b"peer") or None
 
 
 async def _listing(
@@ -297,7 +297,7 @@ async def _change(request: Request, key: Key) -> Change:
     media = _media_type(request)
     if request.method == "DELETE":
         return Delete()
-    if "content-range" in request.headers or "patches" in request.headers:
+    if has_header(request, b"content-range") or has_header(request, b"patches"):
         raise InvalidBody(
             "range patches (Content-Range, Patches) are not supported: PUT the whole JSON "
             f"value, PATCH a {MERGE_PATCH_TYPE} document, or PUT a Yjs update"
@@ -325,7 +325,7 @@ async def _change(request: Request, key: Key) -> Change:
 
 def _parents(request: Request) -> int | None:
     """The version a write builds on (Braid's ``Parents: "<version>"``), if named."""
-    header = request.headers.get("parents", "").strip()
+    header = header_of(request, b"parents").strip()
     if not header:
         return None
     versions = [item.strip().strip('"') for item in header.split(",")]
@@ -335,10 +335,10 @@ def _parents(request: Request) -> int | None:
 
 
 def _media_type(request: Request) -> str:
-    header = request.headers.get("content-type", "")
-    media = _parse_media_type(header)
+    header_ = header_of(request, b"content-type")
+    media = _parse_media_type(header_)
     if media is None:
-        raise UnsupportedMediaType(f"cannot parse Content-Type {header!r}")
+        raise UnsupportedMediaType(f"cannot parse Content-Type {header_!r}")
     return media
 
 
@@ -357,8 +357,8 @@ def _parse_media_type(header: str) -> str | None:
 async def _body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes the limit."""
     limit = node(request)["settings"].max_body
-    declared = request.headers.get("content-length")
-    if declared is not None:
+    if has_header(request, b"content-length"):
+        declared = header_of(request, b"content-length")
         try:
             too_big = int(declared) > limit
         except ValueError:
