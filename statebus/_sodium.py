@@ -1,12 +1,13 @@
-"""Ed25519 straight from libsodium, without holding the GIL.
+"""Ed25519 verification straight from libsodium, without holding the GIL.
 
-PyNaCl's bindings hold the GIL while libsodium signs or verifies (about 20 and
-55 µs), so a worker thread that signs or verifies stalls the event loop as much
-as doing it on the loop would. ctypes releases the GIL around a foreign call;
-PyNaCl's own extension exports libsodium's symbols, so the same library,
-called through ctypes, lets the store's writer thread sign and federation's
-verifier check signatures in parallel with the loop. Where that library or its
-symbols are missing, PyNaCl's bindings do the work (correct, only slower).
+PyNaCl's bindings hold the GIL while libsodium verifies (about 55 µs), so a
+worker thread that verifies stalls the event loop as much as doing it on the
+loop would. ctypes releases the GIL around a foreign call; PyNaCl's own
+extension exports libsodium's symbols, so the same library, called through
+ctypes, lets federation's verifier check signatures in parallel with the loop.
+Where that library or its symbols are missing, PyNaCl's bindings do the work
+(correct, only slower). Signing happens in the store's writer process
+(``store/_writer.py``), which has a GIL of its own.
 """
 
 from __future__ import annotations
@@ -27,14 +28,6 @@ def _load() -> ctypes.CDLL | None:
     for candidate in sorted(Path(nacl.__file__).parent.glob("_sodium*.so")):
         try:
             lib = ctypes.CDLL(str(candidate))
-            lib.crypto_sign_detached.argtypes = [
-                ctypes.c_char_p,
-                ctypes.c_void_p,
-                ctypes.c_char_p,
-                ctypes.c_ulonglong,
-                ctypes.c_char_p,
-            ]
-            lib.crypto_sign_detached.restype = ctypes.c_int
             lib.crypto_sign_verify_detached.argtypes = [
                 ctypes.c_char_p,
                 ctypes.c_char_p,
@@ -45,22 +38,11 @@ def _load() -> ctypes.CDLL | None:
         except (OSError, AttributeError):
             continue
         return lib
-    log.warning("libsodium is not reachable through ctypes: signing holds the GIL")
+    log.warning("libsodium is not reachable through ctypes: verifying holds the GIL")
     return None
 
 
 _LIB = _load()  # a handle to a loaded library: immutable, not state
-
-
-def sign_detached(message: bytes, secret_key: bytes) -> bytes:
-    """Sign with a 64-byte libsodium secret key (seed and public key)."""
-    if _LIB is None:
-        signed = nacl.bindings.crypto_sign(message, secret_key)
-        return bytes(signed[:SIGNATURE_SIZE])
-    out = ctypes.create_string_buffer(SIGNATURE_SIZE)
-    if _LIB.crypto_sign_detached(out, None, message, len(message), secret_key) != 0:
-        raise ValueError("libsodium refused to sign")
-    return out.raw
 
 
 def verify_detached(signature: bytes, message: bytes, public_key: bytes) -> bool:

@@ -32,7 +32,7 @@ import tempfile
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NewType, TypeVar
@@ -45,7 +45,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from statebus._sodium import sign_detached, verify_detached
+from statebus._sodium import verify_detached
 from statebus.errors import (
     BadSignature,
     DecryptionError,
@@ -211,12 +211,12 @@ class Identity:
 
     # sealing to friends: Curve25519 keys derived from the Ed25519 ones
 
-    def thread_signer(self) -> Callable[[bytes], bytes]:
-        """The same signatures as :meth:`sign`, from libsodium without the GIL
-        (:mod:`statebus._sodium`): for the store's writer thread, so that signing
-        a write costs the event loop nothing."""
+    def signing_secret(self) -> bytes:
+        """The 64-byte libsodium secret key (seed and public key) that makes the same
+        signatures as :meth:`sign`: for the store's writer process, which signs the
+        node's entries off the event loop's GIL."""
         _public, secret = nacl.bindings.crypto_sign_seed_keypair(bytes(self._signing_key))
-        return lambda message: sign_detached(message, secret)
+        return bytes(secret)
 
     def box_private_key(self) -> nacl.public.PrivateKey:
         return self._signing_key.to_curve25519_private_key()

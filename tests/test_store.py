@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import anyio
+import nacl.bindings
+import nacl.signing
 import pytest
 from pycrdt import Doc, Map
 
@@ -161,3 +165,46 @@ async def test_a_database_from_before_per_document_uniqueness_keeps_its_log(
     async with SQLiteStore(path) as store:  # and it opens again as it is now
         assert [e.seq for e in (await store.load("/~n/b")).entries] == [2, new.seq]
         assert await store.head() == new.seq
+
+
+async def test_a_killed_writer_process_fails_its_batch_and_a_new_one_takes_over(
+    tmp_path: Path,
+) -> None:
+    """The writer process dies (kill -9): what it held fails loudly, nothing already
+    acknowledged is lost, and the next write starts a new process."""
+    async with SQLiteStore(tmp_path / "db") as store:
+        first = await store.append([entry("/~n/a", 1)])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(StoreError, match="writer process stopped"):
+            await store.append([entry("/~n/a", 2)])
+        third = await store.append([entry("/~n/a", 3)])
+        assert store.writer_pid not in (None, pid)
+        updates = [e.update for e in (await store.load("/~n/a")).entries]
+        assert updates == [first[0].update, third[0].update]
+        assert third[0].seq == 2  # numbered on from what the disk holds
+
+
+async def test_closing_commits_what_was_submitted(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    async with SQLiteStore(path) as store:
+        writes = [asyncio.ensure_future(store.append([entry("/~n/a", i)])) for i in range(50)]
+        await asyncio.sleep(0)  # every append is queued
+    assert all(len(w.result()) == 1 for w in writes)
+    async with SQLiteStore(path) as store:
+        assert len((await store.load("/~n/a")).entries) == 50
+
+
+async def test_the_writer_process_signs_what_comes_unsigned(tmp_path: Path) -> None:
+    seed = os.urandom(32)
+    public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
+    async with SQLiteStore(tmp_path / "db") as store:
+        store.use_signer(secret)
+        unsigned = [Entry("/~n/a", f"update {i}".encode(), "author", b"") for i in range(3)]
+        messages = {e: b"message of " + e.update for e in unsigned}
+        stored = await store.append(unsigned, messages=messages)
+        log = await store.load("/~n/a")
+    assert [e.signature for e in log.entries] == [e.signature for e in stored]
+    for e in stored:
+        nacl.signing.VerifyKey(public).verify(messages[e], e.signature)  # raises if wrong

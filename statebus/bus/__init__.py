@@ -132,7 +132,7 @@ class Bus:
             raise RuntimeError(f"Bus cannot open when {self._state}")
         self._head = await self._store.head()
         self._sealed = set(await self._store.sealed_keys())
-        self._store.use_signer(self._identity.thread_signer())
+        self._store.use_signer(self._identity.signing_secret())
         self._store.listen(self._on_commit)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

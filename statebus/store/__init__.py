@@ -94,8 +94,9 @@ class Store(abc.ABC):
         await self.close()
 
     @abc.abstractmethod
-    def use_signer(self, signer: Callable[[bytes], bytes]) -> None:
-        """How to sign the entries this node authors (they come unsigned, with messages)."""
+    def use_signer(self, secret_key: bytes) -> None:
+        """The key to sign the entries this node authors with (they come unsigned, with
+        messages): the 64-byte libsodium Ed25519 secret key (seed and public key)."""
 
     @abc.abstractmethod
     def listen(self, listener: CommitListener) -> None:

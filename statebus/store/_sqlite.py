@@ -1,10 +1,13 @@
-"""The embedded store: SQLite in WAL mode, one writer thread, group commit.
+"""The embedded store: SQLite in WAL mode, one writer process, group commit.
 
 Every append waits for the fsync of the transaction that holds it; appends that
 arrive while a commit is in flight are batched into the next one, so a busy
-node pays one fsync per batch, not per request. Reads use their own
-connections in worker threads (WAL readers never block the writer), so no
-SQLite call ever runs on the event loop.
+node pays one fsync per batch, not per request. The write connection lives in
+a helper process (``_writer.py``), which also signs the entries the node
+authors: it needs no GIL of ours, so a commit never waits for the event loop,
+and the loop only hands it a pickled batch and reads back the outcome. Reads
+use their own connections in worker threads (WAL readers never block the
+writer), so no SQLite call ever runs on the event loop.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
+import pickle
 import sqlite3
+import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +28,13 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from . import CommitListener, DocLog, Entry, KeyInfo, Store, StoreStats
+from ._writer import FRAME
 
 log = logging.getLogger(__name__)
 
-# A log entry appears once per document: the UNIQUE index on (doc, signature)
-# makes a replayed entry an INSERT OR IGNORE no-op. Keyed by document first, a
-# batch's index writes land on a few pages per document instead of one random
-# page per entry (as a UNIQUE on the random signature alone did), which halves
-# what a big log's commits write.
-ENTRIES_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    seq INTEGER PRIMARY KEY,
-    doc INTEGER NOT NULL REFERENCES docs(id),
-    author TEXT NOT NULL,
-    signature BLOB NOT NULL,
-    body BLOB NOT NULL,
-    snapshot INTEGER NOT NULL,
-    grant_ BLOB
-);
-"""
-ENTRIES_INDEXES = """
-CREATE INDEX IF NOT EXISTS entries_by_doc ON entries(doc, seq);
-CREATE UNIQUE INDEX IF NOT EXISTS entries_once ON entries(doc, signature);
-"""
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS docs (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    head INTEGER NOT NULL,
-    present INTEGER NOT NULL,
-    log_entries INTEGER NOT NULL,
-    log_bytes INTEGER NOT NULL,
-    sealed INTEGER NOT NULL DEFAULT 0
-);
-""" + ENTRIES_TABLE.format(name="entries")
-
+WRITER = Path(__file__).with_name("_writer.py")
 MAX_BATCH = 1024
-
-
-@contextlib.contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """sqlite3's errors stop here and become StoreError."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreError(f"storage failed while {action}: {exc}") from exc
-
-
-def _signature_unique_alone(conn: sqlite3.Connection) -> bool:
-    """Whether ``entries`` still carries the old UNIQUE constraint on its signature
-    column (an automatic index SQLite cannot drop without rebuilding the table)."""
-    for _seq, name, _unique, origin, _partial in conn.execute("PRAGMA index_list(entries)"):
-        if origin == "u":
-            columns = [row[2] for row in conn.execute(f"PRAGMA index_info('{name}')")]
-            if columns == ["signature"]:
-                return True
-    return False
-
-
-def _rebuild_entries(conn: sqlite3.Connection) -> None:
-    """Copy ``entries`` into a table without the old constraint, in one transaction
-    (a crash midway leaves the old table whole); once per database."""
-    log.info("rebuilding the entries table without its signature-only index (once)")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(ENTRIES_TABLE.format(name="entries_rebuilt"))
-        conn.execute(
-            "INSERT INTO entries_rebuilt(seq, doc, author, signature, body, snapshot, grant_) "
-            "SELECT seq, doc, author, signature, body, snapshot, grant_ FROM entries"
-        )
-        conn.execute("DROP TABLE entries")
-        conn.execute("ALTER TABLE entries_rebuilt RENAME TO entries")
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
-        raise
+IN_FLIGHT = 2  # batches handed to the writer process and not answered yet
 
 
 def folder_bounds(folder: str) -> tuple[str, str]:
@@ -122,9 +59,27 @@ class _Job:
         self.stored: list[Entry] = []
         self.error: StoreError | None = None
 
+    def rows(self) -> tuple[int, list[tuple[Any, ...]]]:
+        """The job as the writer process takes it (``_writer.Job``)."""
+        messages = self.messages or {}
+        return self.upto, [
+            (
+                e.key,
+                e.author,
+                e.signature,
+                e.update,
+                e.snapshot,
+                e.exists,
+                e.sealed,
+                e.grant,
+                None if e.signature else messages.get(e),
+            )
+            for e in self.entries
+        ]
+
 
 class SQLiteStore(Store):
-    """Owns the database file, its writer thread and its reader connections."""
+    """Owns the database file, its writer process and its reader connections."""
 
     def __init__(
         self,
@@ -134,18 +89,25 @@ class SQLiteStore(Store):
         synchronous: str = "FULL",
     ):
         self._path = path
-        self._signer: Callable[[bytes], bytes] | None = None  # see use_signer
+        self._secret: bytes | None = None  # see use_signer
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: list[_Job] = []  # waiting for the next batch
+        self._wake = asyncio.Event()
         self._listener: CommitListener | None = None
-        self._pending: asyncio.Semaphore = asyncio.Semaphore(max_pending)
+        # Jobs submitted and not finished, bounded; submitters past the bound wait
+        # in _room (a counter: asyncio.Semaphore costs a write more on the loop).
+        self._max_pending = max_pending
+        self._outstanding = 0
+        self._room: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: threading.Thread | None = None
+        self._child: asyncio.subprocess.Process | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        # Batches sent to the writer process, not answered yet, each with that process.
+        self._in_flight: deque[tuple[asyncio.subprocess.Process, list[_Job]]] = deque()
+        self._answers = asyncio.Event()  # a batch went out: its outcome will come
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
-        self._doc_ids: dict[str, int] = {}
-        self._next_seq = 1
         self._commits = 0
         self._entries = 0
         self._state = "new"
@@ -157,44 +119,86 @@ class SQLiteStore(Store):
             raise RuntimeError(f"SQLiteStore cannot open when {self._state}")
         self._state = "opening"
         self._loop = asyncio.get_running_loop()
-        conn = await anyio.to_thread.run_sync(self._open_writer)
-        self._writer = threading.Thread(
-            target=self._write_loop, args=(conn,), name="statebus-store-writer", daemon=True
-        )
-        self._writer.start()
+        try:
+            self._child = await self._spawn()
+        except BaseException:
+            self._state = "closed"
+            raise
+        self._tasks = [
+            self._loop.create_task(self._send_batches(), name="statebus-store-send"),
+            self._loop.create_task(self._read_outcomes(), name="statebus-store-outcomes"),
+        ]
         self._state = "open"
 
     async def close(self) -> None:
         if self._state != "open":
             return
         self._state = "closed"
-        self._queue.put(None)
-        writer = self._writer
-        if writer is not None:
-            await anyio.to_thread.run_sync(writer.join)
+        self._wake.set()
+        self._answers.set()
+        # What was submitted is committed first.
+        await asyncio.shield(asyncio.gather(*self._tasks))
+        await self._stop_child()
         with self._readers_lock:
             for conn in self._reader_connections:
                 conn.close()
             self._reader_connections.clear()
 
-    def _open_writer(self) -> sqlite3.Connection:
-        with _translated(f"opening {self._path}"):
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.executescript(SCHEMA)
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
-            if "sealed" not in columns:  # a database made before sealed documents
-                conn.execute("ALTER TABLE docs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")
-            entry_columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
-            if "grant_" not in entry_columns:  # a database made before write grants
-                conn.execute("ALTER TABLE entries ADD COLUMN grant_ BLOB")
-            if _signature_unique_alone(conn):  # made before entries_once
-                _rebuild_entries(conn)
-            conn.executescript(ENTRIES_INDEXES)
-            row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
-            self._next_seq = int(row[0]) + 1
-            return conn
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        """Start the writer process; it opens the database (and brings its schema up
+        to date) before it answers."""
+        try:
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-I",
+                str(WRITER),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise StoreError(f"cannot start the store's writer process: {exc}") from exc
+        self._send(child, {"path": str(self._path), "synchronous": self._synchronous})
+        if self._secret is not None:
+            self._send(child, ("key", self._secret))
+        answer = await self._receive(child)
+        if not (isinstance(answer, tuple) and answer[0] == "ready"):
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+            why = answer[1] if isinstance(answer, tuple) else "it exited"
+            raise StoreError(f"storage failed while opening {self._path}: {why}")
+        return child
+
+    async def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        if child.stdin is not None:
+            child.stdin.close()  # the end of its input: it exits
+        try:
+            await asyncio.wait_for(child.wait(), timeout=30)
+        except TimeoutError:
+            log.error("the store's writer process did not exit; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+
+    @staticmethod
+    def _send(child: asyncio.subprocess.Process, message: object) -> None:
+        assert child.stdin is not None
+        body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        child.stdin.write(FRAME.pack(len(body)) + body)
+
+    @staticmethod
+    async def _receive(child: asyncio.subprocess.Process) -> Any:
+        """The next message of the writer process, or None if it stopped."""
+        assert child.stdin is not None and child.stdout is not None
+        try:
+            await child.stdin.drain()
+            (size,) = FRAME.unpack(await child.stdout.readexactly(FRAME.size))
+            return pickle.loads(await child.stdout.readexactly(size))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
@@ -210,19 +214,29 @@ class SQLiteStore(Store):
             raise StoreError(f"the store is {self._state}")
 
         def run() -> Any:
-            with _translated(action):
+            try:
                 return fn(self._reader())
+            except sqlite3.Error as exc:
+                raise StoreError(f"storage failed while {action}: {exc}") from exc
 
         return await anyio.to_thread.run_sync(run)
 
     # -- writes ------------------------------------------------------------
 
     @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id while one runs (diagnostics, and tests that kill it)."""
+        child = self._child
+        return child.pid if child is not None and child.returncode is None else None
+
+    @property
     def stats(self) -> StoreStats:
         return StoreStats(self._commits, self._entries)
 
-    def use_signer(self, signer: Callable[[bytes], bytes]) -> None:
-        self._signer = signer
+    def use_signer(self, secret_key: bytes) -> None:
+        self._secret = secret_key
+        if self._child is not None:
+            self._send(self._child, ("key", secret_key))
 
     def listen(self, listener: CommitListener) -> None:
         self._listener = listener
@@ -242,167 +256,103 @@ class SQLiteStore(Store):
     ) -> list[Entry]:
         if self._state != "open" or self._loop is None:
             raise StoreError(f"the store is {self._state}")
-        await self._pending.acquire()
+        while self._outstanding >= self._max_pending:
+            room: asyncio.Future[None] = self._loop.create_future()
+            self._room.append(room)
+            await room
+        self._outstanding += 1
         future: asyncio.Future[list[Entry]] = self._loop.create_future()
-        self._queue.put(_Job(entries, future, upto, messages))
-        # Not shielded: a cancelled caller cancels only its wait; the writer thread
-        # commits the job anyway, and _finish skips a future that is done.
+        self._jobs.append(_Job(entries, future, upto, messages))
+        self._wake.set()
+        # A cancelled caller cancels only its wait: the job is committed anyway,
+        # and _finish skips a future that is done.
         return await future
 
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        running = True
-        while running:
-            first = self._queue.get()
-            if first is None:
-                break
-            jobs = [first]
-            while len(jobs) < MAX_BATCH:
+    async def _send_batches(self) -> None:
+        """Hand the writer process every job that waits, as one batch, while fewer than
+        IN_FLIGHT batches wait for their outcome: it commits one while the loop gathers
+        and sends the next, and what arrives meanwhile makes the next batch."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._jobs and len(self._in_flight) < IN_FLIGHT:
+                jobs = self._jobs[:MAX_BATCH]
+                del self._jobs[:MAX_BATCH]
                 try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    running = False
-                    break
-                jobs.append(job)
-            self._commit(conn, jobs)
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(self._finish, jobs)
-            except RuntimeError:  # the loop is gone: nobody waits any more
-                log.warning("store writer finished a batch after the event loop closed")
-        conn.close()
+                    if self._child is None:  # the last one stopped: start another
+                        self._child = await self._spawn()
+                except StoreError as exc:
+                    self._fail(jobs, exc)
+                    continue
+                child = self._child
+                self._send(child, ("batch", [job.rows() for job in jobs]))
+                assert child.stdin is not None
+                with contextlib.suppress(ConnectionError):  # gone: _read_outcomes says so
+                    await child.stdin.drain()
+                self._in_flight.append((child, jobs))
+                self._answers.set()
+            if self._state == "closed" and not self._jobs and not self._in_flight:
+                return
 
-    def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-        first_seq = self._next_seq
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            appends: list[_Job] = []
-            for job in jobs:  # appends in runs, compactions in their place between them
-                if job.upto >= 0:
-                    self._write_appends(conn, appends)
-                    appends = []
-                    self._write_snapshot(conn, job)
+    async def _read_outcomes(self) -> None:
+        """Settle each batch, in the order sent, with the writer process's outcome."""
+        while True:
+            await self._answers.wait()
+            self._answers.clear()
+            while self._in_flight:
+                child, _jobs = self._in_flight[0]
+                outcomes = await self._receive(child)
+                _child, jobs = self._in_flight.popleft()
+                if outcomes is None:
+                    await self._lost(child, jobs)
                 else:
-                    appends.append(job)
-            self._write_appends(conn, appends)
-            conn.execute("COMMIT")
-            self._commits += 1
-            self._entries += sum(len(job.stored) for job in jobs)
-        except (sqlite3.Error, StoreError) as exc:
-            log.error("store commit of %d jobs failed: %s", len(jobs), exc)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._next_seq = first_seq
-            self._doc_ids.clear()  # ids made in the failed transaction are gone
-            error = StoreError(f"storage failed while committing: {exc}")
-            for job in jobs:
-                job.stored = []
-                job.error = error
+                    self._settle(jobs, outcomes)
+                    self._finish(jobs)
+                self._wake.set()  # room for another batch
+            if self._state == "closed" and not self._jobs and not self._in_flight:
+                return
 
-    def _doc_id(self, conn: sqlite3.Connection, key: str) -> int:
-        doc_id = self._doc_ids.get(key)
-        if doc_id is None:
-            row = conn.execute("SELECT id FROM docs WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                cursor = conn.execute(
-                    "INSERT INTO docs(key, head, present, log_entries, log_bytes) "
-                    "VALUES (?, 0, 0, 0, 0)",
-                    (key,),
-                )
-                doc_id = int(cursor.lastrowid or 0)
-            else:
-                doc_id = int(row[0])
-            if len(self._doc_ids) > 100_000:
-                self._doc_ids.clear()
-            self._doc_ids[key] = doc_id
-        return doc_id
+    async def _lost(self, child: asyncio.subprocess.Process, jobs: list[_Job]) -> None:
+        """The writer process stopped: fail what it held; the next batch starts another."""
+        if self._child is child:
+            self._child = None
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        error = StoreError(
+            f"storage failed while committing: the store's writer process stopped "
+            f"(exit {child.returncode}); these writes may or may not be on disk"
+        )
+        log.error("%s", error.detail)
+        self._fail(jobs, error)
+        while self._in_flight and self._in_flight[0][0] is child:
+            self._fail(self._in_flight.popleft()[1], error)
 
-    def _write_appends(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-        """All the appends of a batch in two statements (executemany): the writer
-        thread holds the GIL for its Python work, so less of it is less of the
-        event loop's time lost."""
-        rows: list[tuple[int, int, str, bytes, bytes, int, bytes | None]] = []
-        placed: list[tuple[_Job, Entry, int, int]] = []
+    def _fail(self, jobs: list[_Job], exc: Exception) -> None:
+        error = exc if isinstance(exc, StoreError) else StoreError(f"storage failed: {exc}")
         for job in jobs:
-            for entry in job.entries:
-                if not entry.signature:
-                    entry.signature = self._sign(job, entry)
-                seq, doc_id = self._next_seq, self._doc_id(conn, entry.key)
-                self._next_seq += 1
-                rows.append(
-                    (
-                        seq,
-                        doc_id,
-                        entry.author,
-                        entry.signature,
-                        entry.update,
-                        int(entry.snapshot),
-                        entry.grant or None,
-                    )
-                )
-                placed.append((job, entry, seq, doc_id))
-        if not rows:
+            job.stored = []
+            job.error = error
+        self._finish(jobs)
+
+    def _settle(self, jobs: list[_Job], outcomes: list[Any]) -> None:
+        failed = False
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, str):
+                job.error, failed = StoreError(outcome), True
+                continue
+            for entry, (seq, signature) in zip(job.entries, outcome, strict=True):
+                entry.signature = signature
+                if job.upto >= 0:
+                    entry.seq = seq
+                elif seq:
+                    entry.seq = seq
+                    job.stored.append(entry)
+        if failed:
+            log.error("store commit of %d jobs failed: %s", len(jobs), outcomes[0])
             return
-        before = conn.total_changes
-        conn.executemany(
-            "INSERT OR IGNORE INTO entries(seq, doc, author, signature, body, snapshot, grant_) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        inserted: set[int] | None = None  # None: every row went in (no replays)
-        if conn.total_changes - before != len(rows):
-            found = conn.execute(
-                "SELECT seq FROM entries WHERE seq BETWEEN ? AND ?", (rows[0][0], rows[-1][0])
-            )
-            inserted = {row[0] for row in found}
-        # doc id -> [head, present, entries, bytes, sealed]
-        docs: dict[int, list[int]] = {}
-        for job, entry, seq, doc_id in placed:
-            if inserted is not None and seq not in inserted:
-                continue  # a replay: that signature is stored already
-            entry.seq = seq
-            job.stored.append(entry)
-            totals = docs.get(doc_id)
-            if totals is None:
-                docs[doc_id] = [seq, int(entry.exists), 1, len(entry.update), int(entry.sealed)]
-            else:
-                totals[0], totals[1] = seq, int(entry.exists)
-                totals[2] += 1
-                totals[3] += len(entry.update)
-                totals[4] |= int(entry.sealed)
-        conn.executemany(
-            "UPDATE docs SET head = ?, present = ?, log_entries = log_entries + ?, "
-            "log_bytes = log_bytes + ?, sealed = MAX(sealed, ?) WHERE id = ?",
-            [
-                (head, present, count, size, sealed, doc_id)
-                for doc_id, (head, present, count, size, sealed) in docs.items()
-            ],
-        )
-
-    def _sign(self, job: _Job, entry: Entry) -> bytes:
-        """Sign an entry this node authors, here in the writer thread (the signer
-        releases the GIL: the event loop goes on meanwhile)."""
-        if self._signer is None or job.messages is None or entry not in job.messages:
-            raise StoreError(f"an entry of {entry.key} came unsigned, with nothing to sign it")
-        return self._signer(job.messages[entry])
-
-    def _write_snapshot(self, conn: sqlite3.Connection, job: _Job) -> None:
-        (snapshot,) = job.entries
-        doc_id = self._doc_id(conn, snapshot.key)
-        conn.execute("DELETE FROM entries WHERE doc = ? AND seq <= ?", (doc_id, job.upto))
-        conn.execute(
-            "INSERT INTO entries(seq, doc, author, signature, body, snapshot) "
-            "VALUES (?, ?, ?, ?, ?, 1)",
-            (job.upto, doc_id, snapshot.author, snapshot.signature, snapshot.update),
-        )
-        conn.execute(
-            "UPDATE docs SET (log_entries, log_bytes) = "
-            "(SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM entries WHERE doc = ?) "
-            "WHERE id = ?",
-            (doc_id, doc_id),
-        )
-        snapshot.seq = job.upto
+        self._commits += 1
+        self._entries += sum(len(job.stored) for job in jobs)
 
     def _finish(self, jobs: list[_Job]) -> None:
         stored = [entry for job in jobs for entry in job.stored if job.upto < 0]
@@ -411,8 +361,14 @@ class SQLiteStore(Store):
                 self._listener(stored)
             except Exception:
                 log.exception("commit listener failed")
+        self._outstanding -= len(jobs)
+        free = self._max_pending - self._outstanding
+        while self._room and free > 0:  # each woken submitter checks the bound again
+            room = self._room.popleft()
+            if not room.done():
+                room.set_result(None)
+                free -= 1
         for job in jobs:
-            self._pending.release()
             if job.future.done():
                 continue
             if job.error is not None:

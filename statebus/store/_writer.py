@@ -1,0 +1,304 @@
+"""The store's writer: a helper process that owns the database's write connection.
+
+:class:`statebus.store.SQLiteStore` runs this file as a script (``python -I``)
+and sends it batches of jobs over its stdin; for each batch it signs the
+entries the node authors, writes them in one transaction, fsyncs, and answers
+over its stdout with what each job stored. It runs in its own process for the
+sake of the GIL: a writer thread in the server's process had to win the GIL
+back from the busy event loop after every C call (each signature, each
+row), and those waits, not the disk, set how long a group commit took.
+
+It imports nothing of statebus (only the standard library and PyNaCl), so it
+starts in a few tens of milliseconds, and it exits at the end of its input: the
+node closed the store, or died (``kill -9``), after finishing the batch it
+holds. Messages are pickles, each after its u32 little-endian length; the
+parent is the only one that writes to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import sqlite3
+import struct
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import nacl.bindings
+
+FRAME = struct.Struct("<I")
+SIGNATURE_SIZE = 64
+
+# A log entry appears once per document: the UNIQUE index on (doc, signature)
+# makes a replayed entry an INSERT OR IGNORE no-op. Keyed by document first, a
+# batch's index writes land on a few pages per document instead of one random
+# page per entry (as a UNIQUE on the random signature alone did), which halves
+# what a big log's commits write.
+ENTRIES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq INTEGER PRIMARY KEY,
+    doc INTEGER NOT NULL REFERENCES docs(id),
+    author TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    body BLOB NOT NULL,
+    snapshot INTEGER NOT NULL,
+    grant_ BLOB
+);
+"""
+ENTRIES_INDEXES = """
+CREATE INDEX IF NOT EXISTS entries_by_doc ON entries(doc, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_once ON entries(doc, signature);
+"""
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    head INTEGER NOT NULL,
+    present INTEGER NOT NULL,
+    log_entries INTEGER NOT NULL,
+    log_bytes INTEGER NOT NULL,
+    sealed INTEGER NOT NULL DEFAULT 0
+);
+""" + ENTRIES_TABLE.format(name="entries")
+
+# One entry of a job, as the parent sends it:
+# (key, author, signature or b"" when this process signs it, update, snapshot,
+#  exists, sealed, grant, message to sign or None)
+Row = tuple[str, str, bytes, bytes, bool, bool, bool, bytes, bytes | None]
+# A job: (upto, rows); upto >= 0 makes it a compaction (its one row, the snapshot,
+# replaces the document's entries up to that seq).
+Job = tuple[int, list[Row]]
+# What a job stored: per row, (seq, signature), seq 0 for a replay; or why it failed.
+Outcome = list[tuple[int, bytes]] | str
+
+
+def _signature_unique_alone(conn: sqlite3.Connection) -> bool:
+    """Whether ``entries`` still carries the old UNIQUE constraint on its signature
+    column (an automatic index SQLite cannot drop without rebuilding the table)."""
+    for _seq, name, _unique, origin, _partial in conn.execute("PRAGMA index_list(entries)"):
+        if origin == "u":
+            columns = [row[2] for row in conn.execute(f"PRAGMA index_info('{name}')")]
+            if columns == ["signature"]:
+                return True
+    return False
+
+
+def _rebuild_entries(conn: sqlite3.Connection) -> None:
+    """Copy ``entries`` into a table without the old constraint, in one transaction
+    (a crash midway leaves the old table whole); once per database."""
+    print("statebus store: rebuilding the entries table (once)", file=sys.stderr)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(ENTRIES_TABLE.format(name="entries_rebuilt"))
+        conn.execute(
+            "INSERT INTO entries_rebuilt(seq, doc, author, signature, body, snapshot, grant_) "
+            "SELECT seq, doc, author, signature, body, snapshot, grant_ FROM entries"
+        )
+        conn.execute("DROP TABLE entries")
+        conn.execute("ALTER TABLE entries_rebuilt RENAME TO entries")
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
+    """The write connection, with the schema made or brought up to date."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=10000")  # a previous writer may still be finishing
+    conn.executescript(SCHEMA)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(docs)")}
+    if "sealed" not in columns:  # a database made before sealed documents
+        conn.execute("ALTER TABLE docs ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0")
+    entry_columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "grant_" not in entry_columns:  # a database made before write grants
+        conn.execute("ALTER TABLE entries ADD COLUMN grant_ BLOB")
+    if _signature_unique_alone(conn):  # made before entries_once
+        _rebuild_entries(conn)
+    conn.executescript(ENTRIES_INDEXES)
+    return conn
+
+
+class Writer:
+    """Commits batches of jobs on one connection; signs with the node's key."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.secret: bytes | None = None
+        self.doc_ids: dict[str, int] = {}
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
+        self.next_seq = int(row[0]) + 1
+
+    def commit(self, jobs: list[Job]) -> list[Outcome]:
+        """One transaction for the whole batch: every job stored, or every job failed."""
+        conn, first_seq = self.conn, self.next_seq
+        outcomes: list[Outcome] = []
+        try:
+            signatures = self._sign(jobs)
+            conn.execute("BEGIN IMMEDIATE")
+            appends: list[Job] = []
+            for job in jobs:  # appends in runs, compactions in their place between them
+                if job[0] >= 0:
+                    outcomes.extend(self._appends(appends, signatures))
+                    appends = []
+                    outcomes.append(self._snapshot(job))
+                else:
+                    appends.append(job)
+            outcomes.extend(self._appends(appends, signatures))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self.next_seq = first_seq
+            self.doc_ids.clear()  # ids made in the failed transaction are gone
+            why = f"storage failed while committing: {exc}"
+            return [why] * len(jobs)
+        return outcomes
+
+    def _sign(self, jobs: list[Job]) -> dict[int, bytes]:
+        """Signatures of the rows this node authors, by ``id(row)``."""
+        signatures: dict[int, bytes] = {}
+        for _upto, rows in jobs:
+            for row in rows:
+                if row[2]:
+                    continue
+                message = row[8]
+                if message is None or self.secret is None:
+                    raise ValueError(f"an entry of {row[0]} came unsigned, with nothing to sign")
+                signed = nacl.bindings.crypto_sign(message, self.secret)
+                signatures[id(row)] = bytes(signed[:SIGNATURE_SIZE])
+        return signatures
+
+    def _doc_id(self, key: str) -> int:
+        doc_id = self.doc_ids.get(key)
+        if doc_id is None:
+            row = self.conn.execute("SELECT id FROM docs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                cursor = self.conn.execute(
+                    "INSERT INTO docs(key, head, present, log_entries, log_bytes) "
+                    "VALUES (?, 0, 0, 0, 0)",
+                    (key,),
+                )
+                doc_id = int(cursor.lastrowid or 0)
+            else:
+                doc_id = int(row[0])
+            if len(self.doc_ids) > 100_000:
+                self.doc_ids.clear()
+            self.doc_ids[key] = doc_id
+        return doc_id
+
+    def _appends(self, jobs: list[Job], signatures: dict[int, bytes]) -> list[Outcome]:
+        """The appends of a run of jobs, in two statements (executemany)."""
+        rows: list[tuple[int, int, str, bytes, bytes, int, bytes | None]] = []
+        placed: list[tuple[int, int, int, bytes, Row]] = []  # (job, seq, doc, signature, row)
+        for index, (_upto, job_rows) in enumerate(jobs):
+            for row in job_rows:
+                signature = row[2] or signatures[id(row)]
+                seq, doc_id = self.next_seq, self._doc_id(row[0])
+                self.next_seq += 1
+                rows.append((seq, doc_id, row[1], signature, row[3], int(row[4]), row[7] or None))
+                placed.append((index, seq, doc_id, signature, row))
+        outcomes: list[list[tuple[int, bytes]]] = [[] for _ in jobs]
+        if not rows:
+            return list(outcomes)
+        conn = self.conn
+        before = conn.total_changes
+        conn.executemany(
+            "INSERT OR IGNORE INTO entries(seq, doc, author, signature, body, snapshot, grant_) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        inserted: set[int] | None = None  # None: every row went in (no replays)
+        if conn.total_changes - before != len(rows):
+            found = conn.execute(
+                "SELECT seq FROM entries WHERE seq BETWEEN ? AND ?", (rows[0][0], rows[-1][0])
+            )
+            inserted = {found_row[0] for found_row in found}
+        # doc id -> [head, present, entries, bytes, sealed]
+        docs: dict[int, list[int]] = {}
+        for index, seq, doc_id, signature, row in placed:
+            if inserted is not None and seq not in inserted:
+                outcomes[index].append((0, signature))  # a replay: stored already
+                continue
+            outcomes[index].append((seq, signature))
+            exists, sealed, size = int(row[5]), int(row[6]), len(row[3])
+            totals = docs.get(doc_id)
+            if totals is None:
+                docs[doc_id] = [seq, exists, 1, size, sealed]
+            else:
+                totals[0], totals[1] = seq, exists
+                totals[2] += 1
+                totals[3] += size
+                totals[4] |= sealed
+        conn.executemany(
+            "UPDATE docs SET head = ?, present = ?, log_entries = log_entries + ?, "
+            "log_bytes = log_bytes + ?, sealed = MAX(sealed, ?) WHERE id = ?",
+            [
+                (head, present, count, size, sealed, doc_id)
+                for doc_id, (head, present, count, size, sealed) in docs.items()
+            ],
+        )
+        return list(outcomes)
+
+    def _snapshot(self, job: Job) -> Outcome:
+        upto, (row,) = job
+        doc_id = self._doc_id(row[0])
+        conn = self.conn
+        conn.execute("DELETE FROM entries WHERE doc = ? AND seq <= ?", (doc_id, upto))
+        conn.execute(
+            "INSERT INTO entries(seq, doc, author, signature, body, snapshot) "
+            "VALUES (?, ?, ?, ?, ?, 1)",
+            (upto, doc_id, row[1], row[2], row[3]),
+        )
+        conn.execute(
+            "UPDATE docs SET (log_entries, log_bytes) = "
+            "(SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM entries WHERE doc = ?) "
+            "WHERE id = ?",
+            (doc_id, doc_id),
+        )
+        return [(upto, row[2])]
+
+
+def receive(source: BinaryIO) -> Any:
+    """The next message, or None at the end of the input."""
+    header = source.read(FRAME.size)
+    if len(header) != FRAME.size:
+        return None
+    (size,) = FRAME.unpack(header)
+    body = source.read(size)
+    if len(body) != size:
+        return None
+    return pickle.loads(body)
+
+
+def send(sink: BinaryIO, message: object) -> None:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    sink.write(FRAME.pack(len(body)) + body)
+    sink.flush()
+
+
+def main() -> int:
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    config = receive(source)
+    if config is None:
+        return 0
+    try:
+        writer = Writer(open_database(Path(config["path"]), config["synchronous"]))
+    except sqlite3.Error as exc:
+        send(sink, ("failed", f"opening {config['path']}: {exc}"))
+        return 1
+    send(sink, ("ready", writer.next_seq))
+    while (message := receive(source)) is not None:
+        if message[0] == "key":
+            writer.secret = message[1]
+        elif message[0] == "batch":
+            send(sink, writer.commit(message[1]))
+    writer.conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
