@@ -160,6 +160,21 @@ async def test_put_with_version_and_parents_is_accepted(client: httpx.AsyncClien
     assert response.headers["version"] == f'"{version}"'
 
 
+async def test_parents_that_are_not_versions_are_refused_and_change_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    await put(client, "/parented", {"n": 1})
+    response = await client.put(
+        "/parented", content=b'{"n": 2}', headers={**JSON, "Parents": '"abc"'}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_body"
+    assert "Parents must list versions" in response.json()["detail"]
+    assert '"abc"' in response.json()["detail"]
+    current = await client.get("/parented", headers={"Accept": "application/json"})
+    assert current.json() == {"n": 1}
+
+
 @pytest.mark.parametrize("header", [{"Content-Range": "json .n"}, {"Patches": "1"}])
 async def test_range_patches_are_refused_and_change_nothing(
     client: httpx.AsyncClient, header: dict[str, str]

@@ -13,15 +13,19 @@ from starlette.requests import HTTPConnection
 SCOPE_KEY = "statebus.headers"
 
 
-def header(request: HTTPConnection, name: bytes, default: str = "") -> str:
-    """The value of header ``name`` (lowercase bytes), or ``default``."""
+def _by_name(request: HTTPConnection) -> dict[bytes, bytes]:
     found: dict[bytes, bytes] | None = request.scope.get(SCOPE_KEY)
     if found is None:
         found = request.scope[SCOPE_KEY] = dict(request.scope["headers"])
-    value = found.get(name)
-    return default if value is None else value.decode("latin-1")
+    return found
+
+
+def header(request: HTTPConnection, name: bytes) -> str:
+    """The value of header ``name`` (lowercase bytes), or "" when it is absent."""
+    value = _by_name(request).get(name)
+    return "" if value is None else value.decode("latin-1")
 
 
 def has_header(request: HTTPConnection, name: bytes) -> bool:
-    header(request, b"")  # builds the dict
-    return name in request.scope[SCOPE_KEY]
+    """Whether header ``name`` was sent at all (even empty)."""
+    return name in _by_name(request)

@@ -39,8 +39,7 @@ from ..settings import Settings
 from ..values import parse_object
 from ._auth import is_owner
 from ._braid import BraidStream, heartbeat_seconds, parents_seq, subscribes
-from ._headers import has_header
-from ._headers import header as header_of
+from ._headers import has_header, header
 from ._json import JSONResponse, json_answer
 from ._sse import EventStream
 
@@ -140,9 +139,9 @@ def _encrypt_to(request: Request) -> frozenset[NodeId] | None:
     """``Encrypt-To: <id>, <id>``: seal the document to these friends (and the owner)."""
     if not has_header(request, b"encrypt-to"):
         return None
-    header = header_of(request, b"encrypt-to")  # empty: sealed to the owner alone
+    listed = header(request, b"encrypt-to")  # empty: sealed to the owner alone
     try:
-        return frozenset(parse_node_id(item) for item in header.replace(",", " ").split())
+        return frozenset(parse_node_id(item) for item in listed.replace(",", " ").split())
     except InvalidNodeId as exc:
         raise InvalidBody(f"Encrypt-To: {exc.detail}") from None
 
@@ -196,7 +195,7 @@ async def _read(request: Request, key: Key, reader: Reader) -> Response | ASGIAp
         if key.is_folder:
             return await _listing(request, key, visible)
         value, version = await bus.read(key)
-        return JSONResponse(value, headers=_version_headers(version))
+        return json_answer(value, version)
     if wanted == BINARY_TYPE:
         if key.is_folder:
             raise NotAcceptable("a folder has no binary state; ask for JSON or an event stream")
@@ -249,7 +248,7 @@ def _braid(request: Request, key: Key, accept: str, reader: Reader) -> ASGIApp:
 
 def _peer(request: Request) -> str | None:
     """The Braid ``Peer`` header: the client's tag for its own writes and subscriptions."""
-    return header_of(request, b"peer") or None
+    return header(request, b"peer") or None
 
 
 async def _listing(
@@ -262,13 +261,13 @@ async def _listing(
     except ValueError:
         raise InvalidBody("'limit' must be an integer") from None
     infos, following = await bus.listing(folder, after=after, limit=limit, visible=visible)
-    return JSONResponse(
+    return json_answer(
         {
             "folder": folder.display(bus.own),
             "keys": [{"key": info.key, "version": info.head} for info in infos],
             "next": following,
         },
-        headers=_version_headers(bus.head),
+        bus.head,
     )
 
 
@@ -325,31 +324,31 @@ async def _change(request: Request, key: Key) -> Change:
 
 def _parents(request: Request) -> int | None:
     """The version a write builds on (Braid's ``Parents: "<version>"``), if named."""
-    header = header_of(request, b"parents").strip()
-    if not header:
+    named = header(request, b"parents").strip()
+    if not named:
         return None
-    versions = [item.strip().strip('"') for item in header.split(",")]
+    versions = [item.strip().strip('"') for item in named.split(",")]
     if not all(v.isdigit() for v in versions):
-        raise InvalidBody(f'Parents must list versions of this node, like "42"; got {header!r}')
+        raise InvalidBody(f'Parents must list versions of this node, like "42"; got {named!r}')
     return max(int(v) for v in versions)
 
 
 def _media_type(request: Request) -> str:
-    header_ = header_of(request, b"content-type")
-    media = _parse_media_type(header_)
+    content_type = header(request, b"content-type")
+    media = _parse_media_type(content_type)
     if media is None:
-        raise UnsupportedMediaType(f"cannot parse Content-Type {header_!r}")
+        raise UnsupportedMediaType(f"cannot parse Content-Type {content_type!r}")
     return media
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_media_type(header: str) -> str | None:
+def _parse_media_type(content_type: str) -> str | None:
     """``type/subtype`` of a Content-Type, lowercased; "" for none, None if unparsable.
     Memoized (bounded): clients send the same few headers with every write."""
-    if not header.strip():
+    if not content_type.strip():
         return ""
     with contextlib.suppress(ValueError, IndexError):
-        main, sub, _params = mimeparse.parse_mime_type(header)
+        main, sub, _params = mimeparse.parse_mime_type(content_type)
         return f"{main}/{sub}".lower()
     return None
 
@@ -358,7 +357,7 @@ async def _body(request: Request) -> bytes:
     """The request body, refused with 413 as soon as it passes the limit."""
     limit = node(request)["settings"].max_body
     if has_header(request, b"content-length"):
-        declared = header_of(request, b"content-length")
+        declared = header(request, b"content-length")
         try:
             too_big = int(declared) > limit
         except ValueError:

@@ -18,7 +18,7 @@ from ..access import acl_key, parse_rules
 from ..bus import Patch, PutValue
 from ..errors import NotAcceptable, NotFound, UnsupportedMediaType
 from ..values import merge_patch, parse_object
-from ._json import JSONResponse
+from ._json import json_answer
 from ._routes import (
     JSON_TYPE,
     MERGE_PATCH_TYPE,
@@ -28,7 +28,6 @@ from ._routes import (
     _bus,
     _media_type,
     _require_owner,
-    _version_headers,
 )
 from ._sse import EventStream
 
@@ -50,7 +49,7 @@ async def acl(request: Request) -> Response | ASGIApp:
         wanted = mimeparse.best_match([JSON_TYPE, SSE_TYPE], accept)
         if wanted == JSON_TYPE:
             rules, version = await current_rules(request)
-            return JSONResponse(rules, headers=_version_headers(version))
+            return json_answer(rules, version)
         if wanted == SSE_TYPE:
             return EventStream(
                 lambda on_close, direct: bus.stream(key, on_close=on_close, direct=direct), {}
@@ -73,4 +72,4 @@ async def acl(request: Request) -> Response | ASGIApp:
     version = await bus.apply(key, change)
     rules, _ = await current_rules(request)
     _access(request).update(rules)
-    return JSONResponse({"key": "/_acl", "version": version}, headers=_version_headers(version))
+    return json_answer({"key": "/_acl", "version": version}, version)

@@ -343,11 +343,10 @@ class SQLiteStore(Store):
                 continue
             for entry, (seq, signature) in zip(job.entries, outcome, strict=True):
                 entry.signature = signature
-                if job.upto >= 0:
+                if seq:  # 0: a replay, stored already
                     entry.seq = seq
-                elif seq:
-                    entry.seq = seq
-                    job.stored.append(entry)
+                    if job.upto < 0:  # appends are published; a compaction is not
+                        job.stored.append(entry)
         if failed:
             log.error("store commit of %d jobs failed: %s", len(jobs), outcomes[0])
             return
@@ -355,7 +354,7 @@ class SQLiteStore(Store):
         self._entries += sum(len(job.stored) for job in jobs)
 
     def _finish(self, jobs: list[_Job]) -> None:
-        stored = [entry for job in jobs for entry in job.stored if job.upto < 0]
+        stored = [entry for job in jobs for entry in job.stored]
         if stored and self._listener is not None:
             try:
                 self._listener(stored)
