@@ -71,10 +71,37 @@ class NodeProcess:
             return await self.process.wait()
 
     async def close(self) -> None:
+        """Kill the node, then wait for its helper processes (the store's writer) to
+        finish too: they exit at the end of their input, and the database's files
+        settle only then."""
         if self.process is None:
             return
+        helpers = _children(self.process.pid)
         if self.process.returncode is None:
             self.kill()
         with anyio.fail_after(20):
             await self.process.wait()
+            for pid in helpers:
+                await _exited(pid)
         await self.process.aclose()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in listed.split()]
+
+
+async def _exited(pid: int) -> None:
+    """Wait for a process that is not our child (so not ours to wait() on) to end:
+    its pidfd turns readable then."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        await anyio.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
