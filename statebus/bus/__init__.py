@@ -19,7 +19,7 @@ every committed batch, local or foreign, in seq order.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -111,6 +111,9 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
+        # A write's entry -> the Doc's state right after it: its key's log is compacted
+        # to that entry once it commits (taken from the live Doc, not re-read from disk).
+        self._snapshots: dict[Entry, bytes] = {}
         self._intake = Intake(
             self._docs,
             store,
@@ -339,7 +342,13 @@ class Bus:
             self._plain[entries[-1]] = update
         for entry in entries:
             self._remember(live, entry, origin)
-        live.pending += len(entries)
+        for entry in entries:
+            live.applying(entry)
+        if self._snapshot_due(live):
+            # The Doc now holds exactly what the log will hold up to this write's entry
+            # (if every write before it commits): compaction needs nothing more.
+            self._compacting.add(live.key)
+            self._snapshots[entries[-1]] = live.doc.get_update()
         await self._append([(live, entry) for entry in entries], messages)
         return entries[-1].seq or live.head
 
@@ -376,6 +385,17 @@ class Bus:
             return merge_updates(raw, undelete) if undelete else raw
         return raw
 
+    def _snapshot_due(self, live: LiveDoc) -> bool:
+        """Whether the write about to go to the store should also be the point its key's
+        log is compacted to, from the live Doc (see :meth:`_compact_to`)."""
+        return (
+            live.key not in self._compacting
+            and not live.unconfirmed
+            and live.key.startswith(self._own_prefix)
+            and not self._intake.waits(live.key)
+            and live.wants_compaction(self._compact_after)
+        )
+
     def _remember(self, live: LiveDoc, entry: Entry, origin: str | None = None) -> None:
         """Keep the value right after this entry for its event (the Doc moves on)."""
         if self._registry.targets(entry.key, folders_of(entry.key)):
@@ -388,8 +408,9 @@ class Bus:
     ) -> list[Entry]:
         """Store entries their Docs already hold; return those stored (replays are not).
 
-        Each write's ``live.pending`` was raised by the caller when it changed the
-        Doc (so the Doc is not evicted before the disk has the entry); lowered here.
+        The caller noted each write as applying to its Doc when it changed the Doc (so
+        the Doc is not evicted before the disk has the entry); it settles at its commit
+        (:meth:`_on_commit`), or here when it failed, was a replay or the caller left.
         """
         try:
             stored = await self._store.append([entry for _, entry in writes], messages=messages)
@@ -399,9 +420,15 @@ class Bus:
                 self._origins.pop(entry, None)
                 self._docs.drop(live.key)  # the Doc may hold what the disk does not
             raise
-        finally:
+        except BaseException:  # the caller left before the outcome; the write may yet fail
             for live, _ in writes:
-                live.pending -= 1
+                live.unconfirmed = True
+            raise
+        finally:
+            for live, entry in writes:
+                live.settled(entry)
+                if self._snapshots.pop(entry, None) is not None:
+                    self._compacting.discard(live.key)  # not committed: no snapshot there
         if len(stored) < len(writes):
             for _, entry in writes:
                 if not entry.seq:
@@ -459,11 +486,16 @@ class Bus:
         for entry in entries:
             self._head = max(self._head, entry.seq)
             live = self._docs.peek(entry.key)
+            snapshot = self._snapshots.pop(entry, None)
             if live is not None:
                 live.head = entry.seq
-                live.grew(len(entry.update))
-                if live.wants_compaction(self._compact_after):
+                alone = live.settled(entry)
+                if snapshot is not None:
+                    self._compact_to(live, entry, snapshot if alone else None)
+                elif live.wants_compaction(self._compact_after):
                     self._schedule_compaction(live)
+            elif snapshot is not None:
+                self._compacting.discard(entry.key)
             value = self._values.pop(entry, _MISSING)
             origin = self._origins.pop(entry, None)
             update = entry.update
@@ -498,17 +530,29 @@ class Bus:
 
     # -- compaction --------------------------------------------------------
 
+    def _compact_to(self, live: LiveDoc, entry: Entry, snapshot: bytes | None) -> None:
+        """Compact the log up to a just-committed entry with the Doc's state taken right
+        after it was applied; None when another write had been applied before it and
+        had not committed then (it may yet fail, or come later in the log)."""
+        if snapshot is None or self._tg is None:
+            self._compacting.discard(live.key)
+            if live.wants_compaction(self._compact_after):
+                self._schedule_compaction(live)
+            return
+        work = self._store_snapshot(live.key, snapshot, entry.seq, entry.exists)
+        self._tg.start_soon(self._compact, live.key, work)
+
     def _schedule_compaction(self, live: LiveDoc) -> None:
         if live.key in self._compacting or self._tg is None:
             return
         if not live.key.startswith(self._own_prefix):
             return  # only a namespace's owner can sign the snapshot that replaces its entries
         self._compacting.add(live.key)
-        self._tg.start_soon(self._compact, live.key)
+        self._tg.start_soon(self._compact, live.key, self.compact(live.key))
 
-    async def _compact(self, key: str) -> None:
+    async def _compact(self, key: str, work: Awaitable[Any]) -> None:
         try:
-            await self.compact(key)
+            await work
         except StoreError as exc:
             log.error("compaction of %s failed: %s", key, exc)
         finally:
@@ -518,15 +562,19 @@ class Bus:
         """Squash the key's committed log into one snapshot entry signed by its owner.
 
         The snapshot is built from the store's entries (not the live Doc, which
-        may hold writes still on their way to disk), in a worker thread.
+        may hold writes still on their way to disk), in a worker thread. The write
+        path compacts a busy key without this: see :meth:`_compact_to`.
         """
         if not key.startswith(self._own_prefix) or key in self._sealed:
             return False  # another node's, or sealed: no snapshot this node may write
         log_ = await self._store.load(key)
         if len(log_.entries) < 2:
             return False
-        upto = log_.entries[-1].seq
-        snapshot = await squash(log_)
+        await self._store_snapshot(key, await squash(log_), log_.entries[-1].seq, log_.exists)
+        return True
+
+    async def _store_snapshot(self, key: str, snapshot: bytes, upto: int, exists: bool) -> None:
+        """Replace the key's log up to seq ``upto`` with ``snapshot``, signed by the owner."""
         path = key[len(self._own_prefix) :]
         entry = Entry(
             key,
@@ -534,7 +582,7 @@ class Bus:
             self.own,
             sign_entry(self._identity, self.own, path, snapshot),
             snapshot=True,
-            exists=log_.exists,
+            exists=exists,
         )
         await self._store.compact(entry, upto)
         info = await self._store.info(key)
@@ -544,7 +592,6 @@ class Bus:
             live.tail_entries = info.log_entries - 1
             live.tail_bytes = info.log_bytes - len(snapshot)
         log.debug("compacted %s up to seq %d", key, upto)
-        return True
 
     # -- streams -----------------------------------------------------------
 

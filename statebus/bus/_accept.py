@@ -239,7 +239,7 @@ class Intake:
         self, entries: Sequence[Entry], remember: Remember
     ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
         """Check entries and apply the good ones to their Docs; return the verdicts and
-        the writes to append (each with its Doc's ``pending`` raised)."""
+        the writes to append (each noted as applying to its Doc)."""
         result = Accepted()
         placed: Placed = []
         for entry in entries:
@@ -262,7 +262,7 @@ class Intake:
                     live = await self._docs.get(entry.key)
                     if self._apply(live, key, entry, result):
                         remember(live, entry)
-                        live.pending += 1
+                        live.applying(entry)
                         writes.append((live, entry))
         if result.refused:  # one line per batch: a bad peer must not flood the log
             entry, reason = result.refused[0]

@@ -32,11 +32,12 @@ class LiveDoc:
         "doc",
         "head",
         "key",
-        "pending",
         "sealed",
         "snapshot_bytes",
         "tail_bytes",
         "tail_entries",
+        "unconfirmed",
+        "unsettled",
         "used",
         "view",
     )
@@ -50,7 +51,11 @@ class LiveDoc:
         self.tail_entries = 0  # the entries after it
         self.tail_bytes = 0
         self.measure(log)
-        self.pending = 0  # writes applied here, not yet durable
+        # Entries applied here and not yet committed (or failed), oldest first.
+        self.unsettled: dict[Entry, None] = {}
+        # A write applied here whose caller left before its outcome, which may have
+        # failed: the Doc's state is then not a safe snapshot of its log.
+        self.unconfirmed = False
         self.sealed: DocumentKeys | None = None  # a document encrypted to some friends
         self.used = time.monotonic()
         self.captured: list[bytes] = []
@@ -65,9 +70,27 @@ class LiveDoc:
         self.tail_entries = len(tail)
         self.tail_bytes = sum(len(entry.update) for entry in tail)
 
-    def grew(self, entry_bytes: int) -> None:
+    @property
+    def pending(self) -> int:
+        """Writes applied here, not yet durable: while any is, the Doc stays cached."""
+        return len(self.unsettled)
+
+    def applying(self, entry: Entry) -> None:
+        """Note an entry just applied to the Doc, on its way to the store (and counted
+        in the log's tail already, so that compaction can be planned at the write)."""
+        self.unsettled[entry] = None
         self.tail_entries += 1
-        self.tail_bytes += entry_bytes
+        self.tail_bytes += len(entry.update)
+
+    def settled(self, entry: Entry) -> bool:
+        """Forget an entry that committed or failed; whether every entry applied
+        before it had settled already (so the Doc held no other unsettled change
+        when it was applied)."""
+        if entry not in self.unsettled:
+            return False
+        oldest = next(iter(self.unsettled)) is entry
+        del self.unsettled[entry]
+        return oldest
 
     def wants_compaction(self, min_entries: int) -> bool:
         """Compaction pays for itself when the tail is long and no longer small next to
