@@ -187,7 +187,7 @@ class Computed:
         await self._tg.__aexit__(exc_type, exc, tb)
 
     def _on_commit(self, entries: list[Entry]) -> None:
-        keys = [entry.key for entry in entries]
+        keys = list(dict.fromkeys(entry.key for entry in entries))  # a busy key once a batch
         for view in self._views.values():
             view.notice(keys)
 

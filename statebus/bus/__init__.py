@@ -317,7 +317,7 @@ class Bus:
         if isinstance(change, Delete) and not live.exists:
             raise NotFound(f"{key.display(self.own)} holds no value to delete")
         payloads = self._rekey(live, key, encrypt_to) if encrypt_to is not None else []
-        update = self._transact(live, change)
+        update, exists = self._transact(live, change)
         if update is not None and live.sealed is not None:
             payloads.append(self._sealer.seal(key, live.sealed, update))
         elif update is not None:
@@ -332,7 +332,7 @@ class Bus:
                 payload,
                 self.own,
                 b"",
-                exists=not live.view.deleted,
+                exists=exists,
                 sealed=live.sealed is not None,
                 grant=grant,
             )
@@ -365,25 +365,27 @@ class Bus:
             return [payload]
         return self._sealer.rekey(live.sealed, recipients)
 
-    def _transact(self, live: LiveDoc, change: Change) -> bytes | None:
-        """Run the change in one transaction; the update to store, or None for no change."""
+    def _transact(self, live: LiveDoc, change: Change) -> tuple[bytes | None, bool]:
+        """Run the change in one transaction; the update to store (None for no change)
+        and whether the key holds a value after it."""
         live.take_update()
         with live.doc.transaction():
             change.run(live.view)
+            exists = not live.view.deleted  # read in the open transaction: cheaper
         update = live.take_update()
         if not isinstance(change, PutUpdate):
-            return update
+            return update, exists
         raw = change.update
         if update is None:
             # Nothing integrated: a replay, or parts waiting for missing dependencies.
             missing = get_update(raw, live.doc.get_state())
-            return None if missing[:1] == b"\x00" else raw
-        if live.view.deleted:
+            return (None if missing[:1] == b"\x00" else raw), exists
+        if not exists:
             with live.doc.transaction():
                 live.view.undelete()
             undelete = live.take_update()
-            return merge_updates(raw, undelete) if undelete else raw
-        return raw
+            return (merge_updates(raw, undelete) if undelete else raw), True
+        return raw, exists
 
     def _snapshot_due(self, live: LiveDoc) -> bool:
         """Whether the write about to go to the store should also be the point its key's
