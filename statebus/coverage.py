@@ -36,6 +36,10 @@ class _Reader:
         self.pos = 0
 
     def varuint(self) -> int:
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:  # one byte: the common case
+            self.pos = pos + 1
+            return self.data[pos]
         value = shift = 0
         while True:
             if self.pos >= len(self.data):
@@ -171,14 +175,26 @@ def lacks(update: bytes, digest: Digest) -> bool:
 
 def waiting(update: bytes, state_vector: bytes) -> bool:
     """Whether part of ``update`` cannot be integrated by a document at ``state_vector``:
-    a struct it does not hold yet, or a deletion of one (Yjs keeps those pending)."""
-    deleted = _update_delete_set(update, state_vector)
-    if deleted is None:
-        return True
-    clocks = _read_state_vector(_Reader(state_vector))
-    return any(
-        ranges[-1][1] > clocks.get(client, 0) for client, ranges in deleted.items() if ranges
-    )
+    a struct it does not hold yet, or a deletion of one (Yjs keeps those pending).
+
+    On every entry a peer sends, so it reads the delete set in place (no ranges
+    built and merged) and the state vector only if something was deleted."""
+    reader = _Reader(get_update(update, state_vector))
+    if reader.varuint() != 0:
+        return True  # structs the document does not hold yet
+    clocks: dict[int, int] | None = None
+    for _ in range(reader.varuint()):
+        client = reader.varuint()
+        for _ in range(reader.varuint()):
+            clock = reader.varuint()
+            length = reader.varuint()
+            if not length:
+                continue
+            if clocks is None:
+                clocks = _read_state_vector(_Reader(state_vector))
+            if clock + length > clocks.get(client, 0):
+                return True
+    return False
 
 
 def iter_ranges(deleted: dict[int, Ranges]) -> Iterator[tuple[int, int, int]]:

@@ -107,15 +107,19 @@ def apply_update(doc: Doc[Any], update: bytes) -> bool:
     return True
 
 
-def integrate(live: LiveDoc, update: bytes) -> Outcome:
-    """Apply a peer's update to its Doc (no await: one transaction) and classify it."""
+def integrate(live: LiveDoc, update: bytes) -> tuple[Outcome, bool]:
+    """Apply a peer's update to its Doc (no await: one transaction) and classify it;
+    also whether the key holds a value after it."""
     live.take_update()
     if not apply_update(live.doc, update):
-        return Outcome.MALFORMED
+        return Outcome.MALFORMED, False
     changed = live.take_update() is not None
-    if waiting(update, live.doc.get_state()):
-        return Outcome.WAITING
-    return Outcome.CHANGED if changed else Outcome.REDUNDANT
+    with live.doc.transaction():  # one for both reads (each would open its own)
+        state = live.doc.get_state()
+        exists = not live.view.deleted
+    if waiting(update, state):
+        return Outcome.WAITING, exists
+    return (Outcome.CHANGED if changed else Outcome.REDUNDANT), exists
 
 
 class Waiting:
@@ -274,7 +278,7 @@ class Intake:
         """Apply one verified entry; whether it is to be stored."""
         if is_sealed(entry.update):
             return self._apply_sealed(live, key, entry, result)
-        outcome = integrate(live, entry.update)
+        outcome, exists = integrate(live, entry.update)
         if outcome is Outcome.MALFORMED:
             result.refused.append((entry, f"not a Yjs v1 update ({entry.key})"))
             return False
@@ -284,7 +288,7 @@ class Intake:
         if outcome is Outcome.WAITING:
             self._waiting.add(entry.key, entry.update)
         entry.snapshot, entry.seq = False, 0
-        entry.exists = not live.view.deleted
+        entry.exists = exists
         return True
 
     def _apply_sealed(self, live: LiveDoc, key: Key, entry: Entry, result: Accepted) -> bool:
@@ -304,7 +308,7 @@ class Intake:
         if len(live.sealed.keys) > known and live.head:
             self._reopen.add(live.key)  # updates it held unopened may open now
         if update is not None:
-            if integrate(live, update) is Outcome.MALFORMED:
+            if integrate(live, update)[0] is Outcome.MALFORMED:
                 result.refused.append((entry, f"a sealed update is not Yjs ({entry.key})"))
                 return False
             self._plain[entry] = update
