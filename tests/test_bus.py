@@ -7,6 +7,7 @@ import tracemalloc
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 from pycrdt import Doc, Map
 
@@ -201,6 +202,40 @@ async def test_a_busy_key_is_compacted_as_it_is_written_and_reloads_the_same(
         after = await client.get("/busy", headers=JSON)
     assert after.json() == before.json()
     assert after.headers["Version"] == before.headers["Version"]
+
+
+async def test_writes_whose_callers_leave_are_kept_and_the_key_still_compacts(
+    node_factory: NodeFactory,
+) -> None:
+    """A caller that goes away mid-write (a client disconnecting) does not take the
+    write with it: the writer commits it anyway. Its Doc can no longer be trusted as
+    a snapshot of the log (that write might yet have failed), so the key is compacted
+    from its committed entries instead, and nothing is lost either way."""
+    node = await node_factory(compact_after=20)
+    bus = node.running.bus
+    key = parse_key("/left", bus.own)
+    await bus.apply(key, Patch({"kept": 0}))
+    for n in range(1, 11):  # each caller cancelled once its write is on its way
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bus.apply, key, Patch({f"left{n}": n}))
+                await anyio.lowlevel.checkpoint()  # the write runs up to its commit wait
+                scope.cancel()
+    await write_many(node, "/left", 200, writers=10)
+    canonical = f"/~{bus.own}/left"
+    with anyio.fail_after(10):
+        while True:  # committed entries re-read in a worker thread, in the background
+            log = await bus._store.load(canonical)
+            if log.entries[0].snapshot and len(log.entries) <= 100:
+                break
+            await anyio.sleep(0.02)
+    await node.stop()
+    await node.start()
+    async with node.client() as client:
+        value = (await client.get("/left", headers=JSON)).json()
+    assert value["kept"] == 0
+    assert all(value[f"left{n}"] == n for n in range(1, 11))
+    assert value["last"] >= 190
 
 
 async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:
