@@ -201,10 +201,39 @@ async def test_the_writer_process_signs_what_comes_unsigned(tmp_path: Path) -> N
     public, secret = nacl.bindings.crypto_sign_seed_keypair(seed)
     async with SQLiteStore(tmp_path / "db") as store:
         store.use_signer(secret)
-        unsigned = [Entry("/~n/a", f"update {i}".encode(), "author", b"") for i in range(3)]
+        unsigned = [Entry("/~n/a", f"update {i}".encode(), "author", b"") for i in range(300)]
         messages = {e: b"message of " + e.update for e in unsigned}
-        stored = await store.append(unsigned, messages=messages)
+        stored: list[Entry] = []
+
+        async def append(entries: list[Entry]) -> None:
+            stored.extend(await store.append(entries, messages=messages))
+
+        async with anyio.create_task_group() as tg:  # many batches, signed ahead of commits
+            for i in range(0, 300, 3):
+                tg.start_soon(append, unsigned[i : i + 3])
         log = await store.load("/~n/a")
-    assert [e.signature for e in log.entries] == [e.signature for e in stored]
-    for e in stored:
-        nacl.signing.VerifyKey(public).verify(messages[e], e.signature)  # raises if wrong
+    assert len(log.entries) == 300
+    by_seq = {e.seq: e for e in stored}
+    for entry in log.entries:
+        assert entry.signature == by_seq[entry.seq].signature
+        # raises if the signature is not of this entry's own message
+        nacl.signing.VerifyKey(public).verify(b"message of " + entry.update, entry.signature)
+
+
+async def test_an_entry_with_nothing_to_sign_fails_its_batch_alone(tmp_path: Path) -> None:
+    """The writer process signs a batch while the one before it commits; a batch it
+    cannot sign is refused whole (nothing of it stored), and the batches around it
+    are stored as usual."""
+    _public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
+    async with SQLiteStore(tmp_path / "db") as store:
+        store.use_signer(secret)
+        signed = Entry("/~n/a", b"first", "author", b"")
+        before = await store.append([signed], messages={signed: b"first"})
+        unsignable = [Entry("/~n/a", b"no message", "author", b"")]
+        with pytest.raises(StoreError, match="nothing to sign"):
+            await store.append(unsignable)
+        after = Entry("/~n/a", b"after", "author", b"")
+        await store.append([after], messages={after: b"after"})
+        log = await store.load("/~n/a")
+    assert [e.update for e in log.entries] == [b"first", b"after"]
+    assert log.entries[0].seq == before[0].seq and log.entries[1].seq == before[0].seq + 1
