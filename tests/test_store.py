@@ -237,3 +237,28 @@ async def test_an_entry_with_nothing_to_sign_fails_its_batch_alone(tmp_path: Pat
         log = await store.load("/~n/a")
     assert [e.update for e in log.entries] == [b"first", b"after"]
     assert log.entries[0].seq == before[0].seq and log.entries[1].seq == before[0].seq + 1
+
+
+async def test_big_concurrent_appends_keep_their_outcomes_in_order(tmp_path: Path) -> None:
+    """Batches go to the writer process from two places (a request's own task when
+    the writer is idle or enough jobs wait, else the sending task, which may wait
+    for a full pipe to drain); with some updates big enough to fill the pipe, each
+    job must still get its own outcome: its own entries, in order."""
+    async with SQLiteStore(tmp_path / "db") as store:
+        results: dict[int, list[Entry]] = {}
+
+        async def append(writer: int) -> None:
+            for n in range(writer, 2000, 40):  # each writer's next write once one is in
+                size = 300_000 if writer == 0 else 100
+                entry = Entry(f"/~n/k{n % 7}", bytes([n % 251]) * size, "author", b"s%d" % n)
+                results[n] = await store.append([entry])
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for writer in range(40):
+                    tg.start_soon(append, writer)
+        for n, stored in results.items():
+            assert len(stored) == 1 and stored[0].signature == b"s%d" % n
+            assert stored[0].update[0] == n % 251
+        seqs = sorted(e.seq for stored in results.values() for e in stored)
+        assert seqs == list(range(seqs[0], seqs[0] + 2000))

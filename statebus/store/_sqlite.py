@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 WRITER = Path(__file__).with_name("_writer.py")
 MAX_BATCH = 1024
 IN_FLIGHT = 2  # batches handed to the writer process and not answered yet
+# While a batch commits, the next goes out as soon as this many jobs wait (a commit's
+# fsync is then shared by enough writes), not only once the loop has taken in a
+# whole burst of requests.
+SEND_AT = 16
 
 
 def folder_bounds(folder: str) -> tuple[str, str]:
@@ -263,10 +267,34 @@ class SQLiteStore(Store):
         self._outstanding += 1
         future: asyncio.Future[list[Entry]] = self._loop.create_future()
         self._jobs.append(_Job(entries, future, upto, messages))
-        self._wake.set()
+        if not self._send_now():
+            self._wake.set()
         # A cancelled caller cancels only its wait: the job is committed anyway,
         # and _finish skips a future that is done.
         return await future
+
+    def _send_now(self) -> bool:
+        """Send what waits at once when the writer process is idle, or has a free slot
+        and SEND_AT jobs wait; False to leave it to the sending task.
+
+        That task runs only after every request task that was ready with it, so a
+        burst of requests went out as one batch once all of it was taken in: the
+        writer idled while the loop worked, and the other way round. Sent from
+        here, the writer commits the start of a burst while the loop takes in the
+        rest (50 concurrent writers, in-process: 12k to 17-20k writes/s)."""
+        child = self._child
+        if len(self._in_flight) >= IN_FLIGHT or child is None or child.stdin is None:
+            return False
+        if self._in_flight and len(self._jobs) < SEND_AT:
+            return False
+        if child.stdin.transport.get_write_buffer_size():
+            return False  # the pipe is full: the task waits for it to drain
+        jobs = self._jobs[:MAX_BATCH]
+        del self._jobs[:MAX_BATCH]
+        self._send(child, ("batch", [job.rows() for job in jobs]))
+        self._in_flight.append((child, jobs))
+        self._answers.set()
+        return True
 
     async def _send_batches(self) -> None:
         """Hand the writer process every job that waits, as one batch, while fewer than
@@ -285,12 +313,13 @@ class SQLiteStore(Store):
                     self._fail(jobs, exc)
                     continue
                 child = self._child
+                # In flight in the order written to the pipe (_send_now writes too).
                 self._send(child, ("batch", [job.rows() for job in jobs]))
+                self._in_flight.append((child, jobs))
+                self._answers.set()
                 assert child.stdin is not None
                 with contextlib.suppress(ConnectionError):  # gone: _read_outcomes says so
                     await child.stdin.drain()
-                self._in_flight.append((child, jobs))
-                self._answers.set()
             if self._state == "closed" and not self._jobs and not self._in_flight:
                 return
 
