@@ -88,6 +88,23 @@ async def test_compaction_replaces_a_prefix_with_one_snapshot(tmp_path: Path) ->
         assert [e.seq for e in await store.entries_after("/~n/a", 5)] == [7, 8, 9, 10]
 
 
+async def test_an_unsigned_snapshot_is_signed_by_the_writer_process(tmp_path: Path) -> None:
+    public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
+    async with SQLiteStore(tmp_path / "db") as store:
+        store.use_signer(secret)
+        for i in range(5):
+            await store.append([entry("/~n/a", i)])
+        state = os.urandom(300_000)  # a big snapshot: hashing it is off the loop
+        snapshot = Entry("/~n/a", state, "author", b"", snapshot=True)
+        await store.compact(snapshot, 5, message=b"message of the snapshot" + state)
+        log = await store.load("/~n/a")
+    assert [(e.seq, e.snapshot) for e in log.entries] == [(5, True)]
+    assert log.entries[0].signature == snapshot.signature
+    nacl.signing.VerifyKey(public).verify(
+        b"message of the snapshot" + state, log.entries[0].signature
+    )  # raises if wrong
+
+
 async def test_reads_by_key_folder_and_listing(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "db") as store:
         await store.append(

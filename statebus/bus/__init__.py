@@ -31,7 +31,7 @@ from pycrdt import Snapshot, get_update, merge_updates
 from ..coverage import SEALED_DIGEST
 from ..errors import Conflict, Forbidden, InvalidBody, InvalidKey, NotFound, StoreError
 from ..grants import Held
-from ..identity import Identity, NodeId, entry_message, sign_entry
+from ..identity import Identity, NodeId, entry_message
 from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
 from ._accept import Accepted, Intake
@@ -576,17 +576,11 @@ class Bus:
         return True
 
     async def _store_snapshot(self, key: str, snapshot: bytes, upto: int, exists: bool) -> None:
-        """Replace the key's log up to seq ``upto`` with ``snapshot``, signed by the owner."""
+        """Replace the key's log up to seq ``upto`` with ``snapshot``, signed by the owner
+        (in the store's writer: hashing a big snapshot is not the loop's work)."""
         path = key[len(self._own_prefix) :]
-        entry = Entry(
-            key,
-            snapshot,
-            self.own,
-            sign_entry(self._identity, self.own, path, snapshot),
-            snapshot=True,
-            exists=exists,
-        )
-        await self._store.compact(entry, upto)
+        entry = Entry(key, snapshot, self.own, b"", snapshot=True, exists=exists)
+        await self._store.compact(entry, upto, message=entry_message(self.own, path, snapshot))
         info = await self._store.info(key)
         live = self._docs.peek(key)
         if live is not None and info is not None:  # the log is the snapshot and what came since

@@ -115,8 +115,9 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def compact(self, snapshot: Entry, upto: int) -> None:
-        """Replace the key's entries with ``seq <= upto`` by ``snapshot``."""
+    async def compact(self, snapshot: Entry, upto: int, *, message: bytes | None = None) -> None:
+        """Replace the key's entries with ``seq <= upto`` by ``snapshot``; one with no
+        signature yet is signed as ``append`` signs, over ``message``."""
 
     @abc.abstractmethod
     async def load(self, key: str) -> DocLog:

@@ -252,8 +252,8 @@ class SQLiteStore(Store):
             return []
         return await self._submit(entries, -1, messages)
 
-    async def compact(self, snapshot: Entry, upto: int) -> None:
-        await self._submit([snapshot], upto)
+    async def compact(self, snapshot: Entry, upto: int, *, message: bytes | None = None) -> None:
+        await self._submit([snapshot], upto, None if message is None else {snapshot: message})
 
     async def _submit(
         self, entries: Sequence[Entry], upto: int, messages: Mapping[Entry, bytes] | None = None

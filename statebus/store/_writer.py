@@ -164,7 +164,7 @@ class Writer:
                 if job[0] >= 0:
                     outcomes.extend(self._appends(appends, signatures))
                     appends = []
-                    outcomes.append(self._snapshot(job))
+                    outcomes.append(self._snapshot(job, signatures))
                 else:
                     appends.append(job)
             outcomes.extend(self._appends(appends, signatures))
@@ -249,15 +249,16 @@ class Writer:
         )
         return list(outcomes)
 
-    def _snapshot(self, job: Job) -> Outcome:
+    def _snapshot(self, job: Job, signatures: dict[int, bytes]) -> Outcome:
         upto, (row,) = job
+        signature = row[2] or signatures[id(row)]
         doc_id = self._doc_id(row[0])
         conn = self.conn
         conn.execute("DELETE FROM entries WHERE doc = ? AND seq <= ?", (doc_id, upto))
         conn.execute(
             "INSERT INTO entries(seq, doc, author, signature, body, snapshot) "
             "VALUES (?, ?, ?, ?, ?, 1)",
-            (upto, doc_id, row[1], row[2], row[3]),
+            (upto, doc_id, row[1], signature, row[3]),
         )
         conn.execute(
             "UPDATE docs SET (log_entries, log_bytes) = "
@@ -265,7 +266,7 @@ class Writer:
             "WHERE id = ?",
             (doc_id, doc_id),
         )
-        return [(upto, row[2])]
+        return [(upto, signature)]
 
 
 def receive(source: BinaryIO) -> Any:
