@@ -28,6 +28,7 @@ from .federation import Federation
 from .identity import Identity
 from .server import create_app
 from .server._front import Front
+from .server._http import HttpProtocol
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class NodeServer:
             lifespan="on",
             access_log=False,
             log_level=self._log_level,
-            http="httptools",
+            http=HttpProtocol,  # uvicorn's httptools protocol, a head sent with its body
             # The node uses no X-Forwarded-* header (it names a visitor by its socket's
             # address in the log at most), and the middleware costs every request.
             proxy_headers=False,
