@@ -12,7 +12,9 @@ import httpx
 from pycrdt import Doc, Map
 
 from statebus.bus import Patch, PutValue
+from statebus.bus._docs import LiveDoc
 from statebus.keys import parse_key
+from statebus.store import DocLog
 from statebus.values import normalize
 from tests.conftest import Node, NodeFactory
 from tests.sse import open_stream
@@ -291,3 +293,24 @@ async def test_idle_streams_do_not_keep_a_big_documents_state(node: Node) -> Non
     assert growth < 8 * 1024 * 1024, f"40 idle streams hold {growth} bytes"
     for sock in streams:
         await sock.aclose()
+
+
+def test_compaction_of_a_big_document_costs_each_write_a_bounded_share() -> None:
+    """Small writes to a document whose snapshot is 1 MiB: compacted once the tail
+    holds one entry per 256 snapshot bytes (not every 2,048 writes, which would
+    re-encode a growing document ever more often), and a small document still
+    every 2,048 small writes at most."""
+    live = LiveDoc("/~n/big", Doc(), 0, DocLog())
+    live.snapshot_bytes = 1 << 20
+    live.tail_entries, live.tail_bytes = 4096, 4096 * 30
+    assert not live.wants_compaction(512)
+    live.tail_entries += 1
+    assert live.wants_compaction(512)
+    small = LiveDoc("/~n/small", Doc(), 0, DocLog())
+    small.snapshot_bytes = 100_000
+    small.tail_entries, small.tail_bytes = 2048, 2048 * 10
+    assert not small.wants_compaction(512)
+    small.tail_entries += 1
+    assert small.wants_compaction(512)
+    small.tail_entries, small.tail_bytes = 600, 25_000  # a quarter of the snapshot
+    assert small.wants_compaction(512)

@@ -95,14 +95,20 @@ class LiveDoc:
     def wants_compaction(self, min_entries: int) -> bool:
         """Compaction pays for itself when the tail is long and no longer small next to
         the snapshot it would be folded into (so a big document is not re-encoded for
-        every few small writes: the cost per write stays bounded), and in any case
-        before the tail is four times as long (so a cold open stays close to
-        applying the snapshot alone)."""
+        every few small writes), and in any case before the tail is four times as
+        long, or for a snapshot over 512 KiB one entry per 256 of its bytes (so a cold
+        open stays close to applying the snapshot alone).
+
+        So re-encoding the snapshot costs a write at most about 256 bytes, or four
+        times its own size, however long the document's history: a map whose fields
+        one client keeps rewriting grows by a tombstone each write (Yjs merges them
+        only along one field)."""
         if self.sealed is not None:
             return False  # a snapshot of a sealed document would have to be sealed too
         if self.tail_entries <= min_entries:
             return False
-        return 4 * self.tail_bytes >= self.snapshot_bytes or self.tail_entries > 4 * min_entries
+        longest = max(4 * min_entries, self.snapshot_bytes // 256)
+        return 4 * self.tail_bytes >= self.snapshot_bytes or self.tail_entries > longest
 
     def _capture(self, event: TransactionEvent) -> None:
         self.captured.append(event.update)
