@@ -289,12 +289,20 @@ class SQLiteStore(Store):
             return False
         if child.stdin.transport.get_write_buffer_size():
             return False  # the pipe is full: the task waits for it to drain
+        self._hand_over(child)
+        return True
+
+    def _take(self) -> list[_Job]:
         jobs = self._jobs[:MAX_BATCH]
         del self._jobs[:MAX_BATCH]
+        return jobs
+
+    def _hand_over(self, child: asyncio.subprocess.Process) -> None:
+        """Send the next batch of what waits; in flight in the order written to the pipe."""
+        jobs = self._take()
         self._send(child, ("batch", [job.rows() for job in jobs]))
         self._in_flight.append((child, jobs))
         self._answers.set()
-        return True
 
     async def _send_batches(self) -> None:
         """Hand the writer process every job that waits, as one batch, while fewer than
@@ -304,19 +312,14 @@ class SQLiteStore(Store):
             await self._wake.wait()
             self._wake.clear()
             while self._jobs and len(self._in_flight) < IN_FLIGHT:
-                jobs = self._jobs[:MAX_BATCH]
-                del self._jobs[:MAX_BATCH]
-                try:
-                    if self._child is None:  # the last one stopped: start another
+                if self._child is None:  # the last one stopped: start another
+                    try:
                         self._child = await self._spawn()
-                except StoreError as exc:
-                    self._fail(jobs, exc)
-                    continue
+                    except StoreError as exc:
+                        self._fail(self._take(), exc)
+                        continue
                 child = self._child
-                # In flight in the order written to the pipe (_send_now writes too).
-                self._send(child, ("batch", [job.rows() for job in jobs]))
-                self._in_flight.append((child, jobs))
-                self._answers.set()
+                self._hand_over(child)
                 assert child.stdin is not None
                 with contextlib.suppress(ConnectionError):  # gone: _read_outcomes says so
                     await child.stdin.drain()
