@@ -314,3 +314,36 @@ def test_compaction_of_a_big_document_costs_each_write_a_bounded_share() -> None
     assert small.wants_compaction(512)
     small.tail_entries, small.tail_bytes = 600, 25_000  # a quarter of the snapshot
     assert small.wants_compaction(512)
+
+
+async def test_a_clean_stop_leaves_a_busy_key_as_one_snapshot(node_factory: NodeFactory) -> None:
+    """Below the compaction threshold a key's entries stay as they are while the node
+    runs; a clean stop folds them into one signed snapshot, so the next start opens
+    the key from it alone, with the same value and version. A key with only a few
+    entries is left alone."""
+    node = await node_factory(compact_after=40)
+    bus = node.running.bus
+    await write_many(node, "/tail", 30, writers=5)
+    key = parse_key("/tail", bus.own)
+    await bus.apply(key, Patch({"after": True}))  # a write after the concurrent ones
+    await bus.apply(parse_key("/few", bus.own), Patch({"a": 1}))
+    canonical, few = f"/~{bus.own}/tail", f"/~{bus.own}/few"
+    assert len((await bus._store.load(canonical)).entries) == 31
+    async with node.client() as client:
+        before = await client.get("/tail", headers=JSON)
+    store_path = node.settings.data_dir
+    await node.stop()
+    from statebus.identity import verify_entry
+    from statebus.store import SQLiteStore
+
+    async with SQLiteStore(store_path / "statebus.db") as store:
+        log = await store.load(canonical)
+        assert [(e.snapshot, e.seq) for e in log.entries] == [(True, log.head)]
+        verify_entry(bus.own, bus.own, "/tail", log.entries[0].update, log.entries[0].signature)
+        assert len((await store.load(few)).entries) == 1
+        assert not (await store.load(few)).entries[0].snapshot
+    await node.start()
+    async with node.client() as client:
+        after = await client.get("/tail", headers=JSON)
+    assert after.json() == before.json() and after.json()["after"] is True
+    assert after.headers["Version"] == before.headers["Version"]

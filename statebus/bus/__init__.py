@@ -154,6 +154,29 @@ class Bus:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         await self._tg.__aexit__(exc_type, exc, tb)
+        if exc_type is None:
+            await self._compact_at_close()
+
+    async def _compact_at_close(self) -> None:
+        """On a clean stop, fold each cached document's longer tail into a snapshot of
+        its Doc (which holds exactly the committed log once nothing is in flight), so
+        the next start opens it from the snapshot alone."""
+        for live in self._docs.live():
+            if (
+                live.pending
+                or live.unconfirmed
+                or live.sealed is not None
+                or live.tail_entries < max(1, self._compact_after // 4)
+                or live.key in self._compacting
+                or not live.key.startswith(self._own_prefix)
+                or self._intake.waits(live.key)
+            ):
+                continue
+            try:
+                await self._store_snapshot(live.key, live.doc.get_update(), live.head, live.exists)
+            except StoreError as exc:
+                log.warning("compaction of %s at close failed: %s", live.key, exc)
+                return
 
     def close_streams(self) -> None:
         """End every stream, and any opened later (at shutdown, before the server

@@ -153,6 +153,10 @@ class DocCache:
     def __len__(self) -> int:
         return len(self._docs)
 
+    def live(self) -> list[LiveDoc]:
+        """Every Doc held now."""
+        return list(self._docs.values())
+
     def peek(self, key: str) -> LiveDoc | None:
         return self._docs.get(key)
 
