@@ -25,8 +25,10 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, bool]]:
+    """uvloop, as a node runs (uvicorn's "auto" loop): its transports differ from
+    asyncio's where it matters, e.g. writing to a closed pipe raises."""
+    return "asyncio", {"use_uvloop": True}
 
 
 class Node:

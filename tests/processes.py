@@ -82,7 +82,7 @@ class NodeProcess:
         with anyio.fail_after(20):
             await self.process.wait()
             for pid in helpers:
-                await _exited(pid)
+                await exited(pid)
         await self.process.aclose()
 
 
@@ -94,7 +94,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in listed.split()]
 
 
-async def _exited(pid: int) -> None:
+async def exited(pid: int) -> None:
     """Wait for a process that is not our child (so not ours to wait() on) to end:
     its pidfd turns readable then."""
     try:

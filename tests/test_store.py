@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import nacl.bindings
 import nacl.signing
 import pytest
@@ -18,6 +19,7 @@ from pycrdt import Doc, Map
 
 from statebus.errors import StoreError
 from statebus.store import Entry, SQLiteStore
+from tests.processes import exited
 
 
 def entry(key: str, n: int, *, exists: bool = True) -> Entry:
@@ -279,3 +281,41 @@ async def test_big_concurrent_appends_keep_their_outcomes_in_order(tmp_path: Pat
             assert stored[0].update[0] == n % 251
         seqs = sorted(e.seq for stored in results.values() for e in stored)
         assert seqs == list(range(seqs[0], seqs[0] + 2000))
+
+
+async def test_a_writer_process_seen_gone_fails_the_next_batch_as_a_store_error(
+    tmp_path: Path,
+) -> None:
+    """Once the loop has seen the writer process exit, its pipe is closed (uvloop then
+    raises on a write instead of dropping it): the next batch still fails as a
+    StoreError, and the one after it starts a new process."""
+    async with SQLiteStore(tmp_path / "db") as store:
+        first, lost, third = entry("/~n/a", 1), entry("/~n/a", 2), entry("/~n/a", 3)
+        await store.append([first])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await exited(pid)
+        for _ in range(5):  # the loop's child watcher closes the process's pipes
+            await anyio.lowlevel.checkpoint()
+        with pytest.raises(StoreError, match="writer process stopped"):
+            await store.append([lost])
+        await store.append([third])
+        log = await store.load("/~n/a")
+        assert [e.update for e in log.entries] == [first.update, third.update]
+
+
+async def test_the_writer_process_outlives_signals_to_the_node_s_process_group(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C or a service manager's SIGTERM reach the whole process group; the writer
+    ends with its input instead, so the node can still commit what it holds."""
+    async with SQLiteStore(tmp_path / "db") as store:
+        await store.append([entry("/~n/a", 1)])
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        await store.append([entry("/~n/a", 2)])  # through the same process
+        assert store.writer_pid == pid
+    await exited(pid)  # and it ends once the store is closed

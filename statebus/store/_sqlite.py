@@ -189,9 +189,13 @@ class SQLiteStore(Store):
 
     @staticmethod
     def _send(child: asyncio.subprocess.Process, message: object) -> None:
+        """Write a message to the writer process. If it is gone, nothing is sent and
+        nothing raised: its outcome never comes, so _read_outcomes fails the batch
+        (uvloop raises RuntimeError on a closed pipe, asyncio only logs)."""
         assert child.stdin is not None
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        child.stdin.write(FRAME.pack(len(body)) + body)
+        with contextlib.suppress(RuntimeError, ConnectionError):
+            child.stdin.write(FRAME.pack(len(body)) + body)
 
     @staticmethod
     async def _receive(child: asyncio.subprocess.Process) -> Any:

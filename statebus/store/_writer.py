@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 import queue
+import signal
 import sqlite3
 import struct
 import sys
@@ -288,6 +289,11 @@ def send(sink: BinaryIO, message: object) -> None:
 
 
 def main() -> int:
+    # Its life ends with its input, not with a signal to the node's process group
+    # (Ctrl-C, a service manager's SIGTERM): the node, still closing, may yet send
+    # the batches it holds, and a snapshot at close.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     config = receive(source)
     if config is None:
