@@ -162,15 +162,9 @@ class Bus:
         its Doc (which holds exactly the committed log once nothing is in flight), so
         the next start opens it from the snapshot alone."""
         for live in self._docs.live():
-            if (
-                live.pending
-                or live.unconfirmed
-                or live.sealed is not None
-                or live.tail_entries < max(1, self._compact_after // 4)
-                or live.key in self._compacting
-                or not live.key.startswith(self._own_prefix)
-                or self._intake.waits(live.key)
-            ):
+            if live.pending or live.tail_entries < max(1, self._compact_after // 4):
+                continue
+            if not self._may_snapshot_live(live):
                 continue
             try:
                 await self._store_snapshot(live.key, live.doc.get_update(), live.head, live.exists)
@@ -413,12 +407,18 @@ class Bus:
     def _snapshot_due(self, live: LiveDoc) -> bool:
         """Whether the write about to go to the store should also be the point its key's
         log is compacted to, from the live Doc (see :meth:`_compact_to`)."""
+        return self._may_snapshot_live(live) and live.wants_compaction(self._compact_after)
+
+    def _may_snapshot_live(self, live: LiveDoc) -> bool:
+        """Whether this node may replace the key's log with its live Doc's state: its
+        own, in the clear, not compacting already, every write it holds trusted and
+        no part waiting on missing dependencies."""
         return (
             live.key not in self._compacting
             and not live.unconfirmed
+            and live.sealed is None
             and live.key.startswith(self._own_prefix)
             and not self._intake.waits(live.key)
-            and live.wants_compaction(self._compact_after)
         )
 
     def _remember(self, live: LiveDoc, entry: Entry, origin: str | None = None) -> None:
