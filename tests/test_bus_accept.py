@@ -193,3 +193,27 @@ async def test_an_out_of_order_log_loads_right_after_a_restart(tmp_path: Path, s
             await bus.accept(entries[start : start + 7])
     async with SQLiteStore(tmp_path / "db", synchronous="OFF") as store, Bus(store, me) as bus:
         assert (await bus.state(key))[0] == full.get_update()
+
+
+async def test_a_batch_is_verified_from_its_check_on_and_refused_per_entry(bus: Bus) -> None:
+    """Bus.check queues the signatures at once (a batch waiting behind another is
+    verified meanwhile); accept then applies it, refusing what does not verify."""
+    peer = Identity.generate()
+    doc: Doc[Any] = Doc()
+    made = updates_of(doc)
+    for n in range(150):  # more than two chunks of the verifying threads
+        doc.get("data", type=Map)[f"f{n}"] = n
+    entries = [signed(peer, "/many", update) for update in made]
+    forged = entries[-1]  # the last: the entries before it do not depend on it
+    entries[-1] = Entry(forged.key, forged.update, forged.author, bytes(64))
+    checked = bus.check(entries)
+    with anyio.fail_after(10):
+        for verdict in checked.verdicts:
+            await verdict  # verified with nothing accepted yet
+    assert bus.head == 0
+    result = await bus.accept(checked)
+    assert len(result.stored) == 149
+    assert [entry for entry, _ in result.refused] == [entries[-1]]
+    assert "bad signature" in result.refused[0][1]
+    value, _ = await bus.read(Key(peer.node_id, "/many"))
+    assert value == {f"f{n}": n for n in range(149)}

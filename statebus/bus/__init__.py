@@ -34,7 +34,7 @@ from ..grants import Held
 from ..identity import Identity, NodeId, entry_message
 from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
-from ._accept import Accepted, Intake
+from ._accept import Accepted, Checked, Intake
 from ._changes import Change, Delete, Patch, PutUpdate, PutValue
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
@@ -46,6 +46,7 @@ __all__ = [
     "Bus",
     "BusStats",
     "Change",
+    "Checked",
     "Delete",
     "Event",
     "Kind",
@@ -153,7 +154,10 @@ class Bus:
         self.close_streams()
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(exc_type, exc, tb)
+        try:
+            await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._intake.close()
         if exc_type is None:
             await self._compact_at_close()
 
@@ -468,14 +472,30 @@ class Bus:
         peers in the order they came), or one with parts still waiting."""
         return not key.startswith(self._own_prefix) or self._intake.waits(key)
 
-    async def accept(self, entries: Sequence[Entry]) -> Accepted:
+    def check(self, entries: Sequence[Entry]) -> Checked:
+        """Start verifying a batch from a peer now (worker threads; no await), for
+        :meth:`accept` to take later: a batch waiting behind another is checked meanwhile.
+        :meth:`Checked.cancel` drops it."""
+        return self._intake.check(entries)
+
+    async def accept(
+        self, entries: Sequence[Entry] | Checked, *, staged: Callable[[], None] | None = None
+    ) -> Accepted:
         """Store entries from peers verbatim (same author and signature) and publish them.
 
         Refused, and logged: entries under ``/~X/`` not signed by X, bad
         signatures, malformed updates. An entry that adds nothing to its Doc
         (a replay) changes nothing and is not stored.
+
+        ``staged`` is called once every entry is checked and applied to its Doc,
+        just before the batch is handed to the store (in the same step, so a batch
+        staged after it is stored after it): a peer's next batch may be verified
+        and applied while this one commits.
         """
-        result, writes = await self._intake.stage(entries, self._remember)
+        checked = entries if isinstance(entries, Checked) else self._intake.check(entries)
+        result, writes = await self._intake.stage(checked, self._remember)
+        if staged is not None:
+            staged()
         if writes:
             result.stored = await self._append(writes)
         await self._intake.settle(writes)

@@ -3,8 +3,8 @@
 A peer sends entries exactly as their author stored them. :class:`Intake` keeps
 those that are signed by the owner of the namespace they claim (``/~X/...``
 only when X signed it; a node's own namespace coming back from a friend is
-the same rule) and whose signature holds, verifying groups of them in a worker
-thread while the loop applies the group before. :func:`integrate` applies one
+the same rule) and whose signature holds, verifying chunks of them in worker
+threads while the loop applies the chunks already checked. :func:`integrate` applies one
 to its Doc and says whether it changed anything, only repeated what the Doc
 holds, or has parts that wait for dependencies still missing (Yjs keeps those
 pending). :class:`Waiting` remembers the latter, because yrs does not always
@@ -15,16 +15,16 @@ such a log in order); a Doc that has them is rebuilt from its log and completed
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import anyio.to_thread
-from anyio.streams.memory import MemoryObjectSendStream
 from pycrdt import Doc
 
 from ..coverage import waiting
@@ -157,8 +157,25 @@ Remember = Callable[[LiveDoc, Entry], None]
 
 
 Placed = list[tuple[Entry, Key]]
-VERIFY_GROUP = 128  # signatures checked per worker-thread call; the next group is
-# verified while the loop applies this one
+
+
+@dataclass(slots=True)
+class Checked:
+    """A batch from a peer whose signatures are being verified (:meth:`Intake.check`)."""
+
+    entries: Sequence[Entry]
+    unplaced: list[tuple[Entry, str]]  # entries whose key does not parse, and why
+    chunks: list[Placed]  # the others, in order, in chunks of VERIFY_CHUNK
+    verdicts: list[asyncio.Future[list[bool]]]  # per chunk, one per entry
+
+    def cancel(self) -> None:
+        """Drop what is not verified yet (the batch will not be staged)."""
+        for verdict in self.verdicts:
+            verdict.cancel()
+
+
+VERIFY_CHUNK = 64  # signatures checked per task of the verifying threads
+VERIFYING_THREADS = max(2, min(8, os.cpu_count() or 2))
 KEY_CACHE = 4096
 
 
@@ -184,6 +201,10 @@ class Intake:
         self._plain = plain if plain is not None else {}  # a sealed entry's Yjs update
         self._reopen: set[str] = set()  # sealed Docs that learned a key: rebuild them
         self._verifier = Verifier()
+        # Every chunk of a batch is queued here at once, so the threads go from one to
+        # the next without waiting for the loop, which applies each as it is done.
+        # libsodium verifies without the GIL (``_sodium``).
+        self._verifying = ThreadPoolExecutor(VERIFYING_THREADS, "statebus-verify")
         self._waiting = Waiting()
         self._keys: OrderedDict[str, Key | str] = OrderedDict()
 
@@ -218,47 +239,42 @@ class Intake:
                 self._keys.popitem(last=False)
         return found
 
-    async def _verify(
-        self, groups: list[Placed], send: MemoryObjectSendStream[tuple[Placed, list[bool]]]
-    ) -> None:
-        async with send:
-            for group in groups:
-                items = [
-                    SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature)
-                    for e, k in group
-                ]
-                # libsodium verifies without the GIL: the group's halves in two threads,
-                # while the loop applies the group before.
-                half = (len(items) + 1) // 2
-                parts: list[list[bool]] = [[], []]
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._check, items[:half], parts, 0)
-                    tg.start_soon(self._check, items[half:], parts, 1)
-                await send.send((group, parts[0] + parts[1]))
+    def check(self, entries: Sequence[Entry]) -> Checked:
+        """Queue the signatures of a batch for the verifying threads, all at once (no
+        await): a batch that waits for its turn is verified meanwhile."""
+        unplaced: list[tuple[Entry, str]] = []
+        keyed: Placed = []
+        for entry in entries:
+            key = self._parse(entry.key)
+            if isinstance(key, str):
+                unplaced.append((entry, key))
+            else:
+                keyed.append((entry, key))
+        chunks = [keyed[i : i + VERIFY_CHUNK] for i in range(0, len(keyed), VERIFY_CHUNK)]
+        return Checked(entries, unplaced, chunks, [self._submit(chunk) for chunk in chunks])
 
-    async def _check(self, items: list[SignedEntry], into: list[list[bool]], at: int) -> None:
-        into[at] = await anyio.to_thread.run_sync(self._verifier.verify_many, items)
+    def _submit(self, chunk: Placed) -> asyncio.Future[list[bool]]:
+        items = [
+            SignedEntry(NodeId(e.author), k.namespace, k.path, e.update, e.signature)
+            for e, k in chunk
+        ]
+        return asyncio.wrap_future(self._verifying.submit(self._verifier.verify_many, items))
 
     async def stage(
-        self, entries: Sequence[Entry], remember: Remember
+        self, checked: Checked, remember: Remember
     ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
-        """Check entries and apply the good ones to their Docs; return the verdicts and
-        the writes to append (each noted as applying to its Doc)."""
-        result = Accepted()
-        placed: Placed = []
-        for entry in entries:
-            where = placement(entry, self._parse(entry.key), self._granted)
-            if isinstance(where, str):
-                result.refused.append((entry, where))
-            else:
-                placed.append((entry, where))
+        """Apply the entries of a checked batch that may be stored where they claim and
+        whose signatures hold, each as soon as its chunk is verified; return the verdicts
+        and the writes to append (each noted as applying to its Doc)."""
+        result = Accepted(refused=list(checked.unplaced))
         writes: list[tuple[LiveDoc, Entry]] = []
-        groups = [placed[i : i + VERIFY_GROUP] for i in range(0, len(placed), VERIFY_GROUP)]
-        send, receive = anyio.create_memory_object_stream[tuple[Placed, list[bool]]](1)
-        async with anyio.create_task_group() as tg, receive:
-            tg.start_soon(self._verify, groups, send)
-            async for group, verdicts in receive:
-                for (entry, key), ok in zip(group, verdicts, strict=True):
+        try:
+            for chunk, verdict in zip(checked.chunks, checked.verdicts, strict=True):
+                for (entry, key), ok in zip(chunk, await verdict, strict=True):
+                    where = placement(entry, key, self._granted)
+                    if isinstance(where, str):
+                        result.refused.append((entry, where))
+                        continue
                     if not ok:
                         reason = f"bad signature on {key.canonical} by {entry.author[:16]}…"
                         result.refused.append((entry, reason))
@@ -268,11 +284,17 @@ class Intake:
                         remember(live, entry)
                         live.applying(entry)
                         writes.append((live, entry))
+        finally:
+            checked.cancel()  # the caller left: chunks not yet started are dropped
         if result.refused:  # one line per batch: a bad peer must not flood the log
             entry, reason = result.refused[0]
             more = len(result.refused) - 1
             log.warning("refused an entry for %s: %s (and %d more)", entry.key[:120], reason, more)
         return result, writes
+
+    def close(self) -> None:
+        """Stop the verifying threads once their work is done (nothing new comes)."""
+        self._verifying.shutdown(wait=False, cancel_futures=True)
 
     def _apply(self, live: LiveDoc, key: Key, entry: Entry, result: Accepted) -> bool:
         """Apply one verified entry; whether it is to be stored."""
@@ -339,8 +361,8 @@ class Intake:
             apply_all(doc, updates)
             doc = await complete(doc, updates, key)
             live = self._docs.peek(key)
-            if live is not None and live.pending:
-                continue  # a write started meanwhile; the next batch retries
+            if live is not None and (live.pending or live.head != stored.head):
+                continue  # a write started or committed meanwhile; the next batch retries
             rebuilt = LiveDoc(key, doc, stored.head, stored)
             self._docs.replace(rebuilt)
             self._waiting.recheck(rebuilt)
