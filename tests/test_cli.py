@@ -99,6 +99,7 @@ async def test_get_put_and_watch_against_a_running_node(tmp_path: Path) -> None:
         by_url = await anyio.to_thread.run_sync(
             lambda: run("get", "profile", "--node", node.url, "--token", node.token)
         )
+        assert by_url.returncode == 0, by_url.stderr
         assert json.loads(by_url.stdout) == {"name": "Ada"}
         listing = await anyio.to_thread.run_sync(lambda: run("get", "/", "--data", data))
         assert [k["key"] for k in json.loads(listing.stdout)["keys"]] == ["/profile"]
