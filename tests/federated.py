@@ -12,6 +12,7 @@ import anyio
 import httpx
 from pycrdt import Doc, Map
 
+from statebus.federation import PUSH_HEADER
 from statebus.federation._auth import Dial
 from statebus.federation._wire import encode_entries
 from statebus.identity import Identity, NodeId, sign_entry
@@ -121,6 +122,7 @@ class FakePeer:
         self._stack = contextlib.AsyncExitStack()
         self.http: httpx.AsyncClient | None = None
         self.headers: dict[str, str] = {}
+        self.pushed = 0  # pushes taken so far: the number of the next one
 
     @property
     def node_id(self) -> NodeId:
@@ -145,10 +147,19 @@ class FakePeer:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    async def push(self, *entries: Entry, public: bool = False) -> httpx.Response:
+    async def push(
+        self, *entries: Entry, public: bool = False, number: int | None = None
+    ) -> httpx.Response:
+        """POST entries as the next push of the session (or as push ``number``); a push
+        answered 429 keeps its number, as a link's does."""
         assert self.http is not None
         frames = encode_entries(entries, lambda _key: public)
-        return await self.http.post("/_fed/push", content=frames, headers=self.headers)
+        place = self.pushed if number is None else number
+        headers = {**self.headers, PUSH_HEADER: str(place)}
+        answer = await self.http.post("/_fed/push", content=frames, headers=headers)
+        if number is None and answer.status_code != 429:
+            self.pushed += 1
+        return answer
 
     def entry(self, path: str, update: bytes, *, namespace: NodeId | None = None) -> Entry:
         """An entry of ``path`` signed by this peer (in its own namespace by default)."""

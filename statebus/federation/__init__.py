@@ -41,12 +41,20 @@ from ..store import Entry
 from ._address import PeerAddress
 from ._auth import Challenges
 from ._hub import Hub
-from ._link import PEER_SCHEME, PeerLink
+from ._link import PEER_SCHEME, PUSH_HEADER, PeerLink
 from ._session import Session
 from ._status import PeerStatus
 from .policy import Policy
 
-__all__ = ["PEER_SCHEME", "Federation", "PeerAddress", "PeerLink", "PeerStatus", "Policy"]
+__all__ = [
+    "PEER_SCHEME",
+    "PUSH_HEADER",
+    "Federation",
+    "PeerAddress",
+    "PeerLink",
+    "PeerStatus",
+    "Policy",
+]
 
 log = logging.getLogger(__name__)
 

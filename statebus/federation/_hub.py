@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import anyio
 
-from ..bus import Bus
+from ..bus import Bus, Checked
 from ..grants import Grant, Held
 from ..identity import NodeId
 from ..keys import folders_of
@@ -134,14 +134,17 @@ class Hub:
                 for interest in {i for key in keys for i in session.interests_covering(key)}:
                     session.want(interest)
 
-    async def accept(self, session: Session, entries: list[Entry]) -> None:
-        """Hand a peer's entries to the bus, remembering where they came from."""
-        for entry in entries:
+    async def accept(
+        self, session: Session, checked: Checked, *, staged: Callable[[], None] | None = None
+    ) -> None:
+        """Hand a peer's batch (verified since :meth:`Bus.check`) to the bus, remembering
+        where its entries came from (``staged``: see :meth:`Bus.accept`)."""
+        for entry in checked.entries:
             self._origin[entry] = session
         try:
-            result = await self.bus.accept(entries)
+            result = await self.bus.accept(checked, staged=staged)
         finally:
-            for entry in entries:
+            for entry in checked.entries:
                 self._origin.pop(entry, None)
         session.status.entries_in += len(result.stored)
         if result.refused:

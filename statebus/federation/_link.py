@@ -12,9 +12,11 @@ httpx's exceptions are translated here (:func:`_http_errors`) and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -31,15 +33,18 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..quotas import peer_principal
+from ..store import Entry
 from ._address import PeerAddress
 from ._auth import Dial
 from ._hub import Hub
+from ._order import PUSHES_IN_FLIGHT
 from ._session import Session
-from ._wire import Carried, Frame, FrameReader
+from ._wire import Frame, FrameReader
 
 log = logging.getLogger(__name__)
 
 PEER_SCHEME = "Peer"
+PUSH_HEADER = "Statebus-Push"  # a push's place in its session: 0, 1, 2, …
 
 
 @contextlib.asynccontextmanager
@@ -109,12 +114,11 @@ class PeerLink:
         self._peer = str(address)
         self._connected = False
 
-    async def _within_limits(self, session: Session, frames: list[Frame]) -> None:
+    async def _within_limits(self, session: Session, entries: list[Entry]) -> None:
         """Entries the peer streams to us wait until its speed bump lets them in
         (the stream is simply read more slowly: TCP pushes back)."""
         if self.hub.bumps is None:
             return
-        entries = [frame.entry for frame in frames if isinstance(frame, Carried)]
         while True:
             try:
                 self.hub.bumps.entries(peer_principal(session.peer), entries)
@@ -198,40 +202,77 @@ class PeerLink:
     ) -> None:
         failure: list[StatebusError] = []
 
-        async def guarded(work: Callable[[], Any], scope: anyio.CancelScope) -> None:
+        async def guarded(work: Callable[[], Awaitable[None]], *, ends: bool = True) -> None:
+            """Run one part of the session: its failure ends the session, and so does its
+            end when ``ends`` (the stream's reader, the pusher; not one batch of theirs)."""
             try:
                 await work()
+                if not ends:
+                    return
             except StatebusError as exc:
                 failure.append(exc)
             except httpx.HTTPError as exc:
                 failure.append(PeerUnreachable(f"the connection failed: {exc}", peer=self._peer))
-            scope.cancel()
+            tg.cancel_scope.cancel()
+
+        async def take(number: int, frames: list[Frame], slot: anyio.Semaphore) -> None:
+            try:
+                admit = functools.partial(self._within_limits, session)
+                await session.receive(number, frames, admit)
+            finally:
+                slot.release()
 
         async def read() -> None:
+            # A few chunks at a time, taken in order: the next is checked while one commits.
             reader = FrameReader()
-            async for chunk in response.aiter_raw():
-                frames = reader.feed(chunk)
-                await self._within_limits(session, frames)
-                await session.receive(frames)
+            slots = anyio.Semaphore(PUSHES_IN_FLIGHT)
+            number = 0
+            async with anyio.create_task_group() as chunks:
+                async for raw in response.aiter_raw():
+                    frames = reader.feed(raw)
+                    if not frames:
+                        continue
+                    await slots.acquire()
+                    chunks.start_soon(
+                        functools.partial(guarded, ends=False),
+                        functools.partial(take, number, frames, slots),
+                    )
+                    number += 1
             failure.append(PeerUnreachable("the peer closed the stream", peer=self._peer))
 
-        async def push() -> None:
-            while not session.closed:
-                chunk = await session.next_chunk()
-                if not chunk:
-                    return
+        async def post(number: int, chunk: bytes, slot: anyio.Semaphore) -> None:
+            try:
+                numbered = {**headers, PUSH_HEADER: str(number)}
                 while True:
-                    answer = await http.post("/_fed/push", content=chunk, headers=headers)
+                    answer = await http.post("/_fed/push", content=chunk, headers=numbered)
                     if answer.status_code != 429:
                         break
-                    # Over the peer's speed bump: nothing was stored; wait and push again.
+                    # Over the peer's speed bump: nothing was stored; wait and push again
+                    # (the pushes after it are refused until it is in).
                     wait = float(answer.headers.get("retry-after", "1"))
                     self.status.failed(f"over its limit (429): pushing again in {wait:g} s")
                     await anyio.sleep(min(max(wait, 0.1), 60.0))
                 await _check(answer, self._peer)
+            finally:
+                slot.release()
+
+        async def push() -> None:
+            # A few pushes in flight, numbered: the peer takes them in order, answers
+            # each once durable, and checks the next while one commits.
+            slots = anyio.Semaphore(PUSHES_IN_FLIGHT)
+            async with anyio.create_task_group() as posts:
+                for number in itertools.count():
+                    await slots.acquire()
+                    chunk = b"" if session.closed else await session.next_chunk()
+                    if not chunk:
+                        return
+                    posts.start_soon(
+                        functools.partial(guarded, ends=False),
+                        functools.partial(post, number, chunk, slots),
+                    )
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(guarded, read, tg.cancel_scope)
-            tg.start_soon(guarded, push, tg.cancel_scope)
+            tg.start_soon(guarded, read)
+            tg.start_soon(guarded, push)
         if failure:
             raise failure[0]

@@ -28,23 +28,24 @@ import binascii
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..coverage import EMPTY, Digest
-from ..errors import BadSignature, InvalidKey, ProtocolError
+from ..errors import BadSignature, InvalidKey, ProtocolError, QuotaExceeded
 from ..grants import Grant
 from ..identity import NodeId
 from ..keys import folders_of, parse_canonical
 from ..store import Entry
 from . import _sync
+from ._order import Order
 from ._status import PeerStatus
 from ._wire import Carried, Control, Frame, encode_control, encode_entries
 
 if TYPE_CHECKING:
-    from ..bus import Bus
+    from ..bus import Bus, Checked
     from ._hub import Hub
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,21 @@ class Session:
         self._needs: dict[str, dict[str, Digest]] = {}
         self._collected = 0
         self._wanting: set[str] = set()
+        self._order = Order()  # the peer's batches, each in its turn
 
     def __repr__(self) -> str:
         side = "to" if self.dialler else "from"
         return f"Session({side} {self.peer[:12]}…)"
+
+    @property
+    def pushes_taken(self) -> int:
+        """The peer's batches taken in so far, in order."""
+        return self._order.taken
+
+    @property
+    def pushes_waiting(self) -> int:
+        """The peer's batches that arrived ahead of their turn."""
+        return self._order.waiting
 
     def may_read(self, key: str) -> bool:
         return self.hub.policy.can_read(self.peer, key)
@@ -191,28 +203,71 @@ class Session:
             self.closed = True
             self._live.clear()
             self._jobs.clear()
+            self._order.close()
             self._wake()
 
     # -- inbound -----------------------------------------------------------
 
-    async def receive(self, frames: list[Frame]) -> None:
-        """Handle frames from the peer in order: entries to the bus, control to the protocol."""
-        batch: list[Entry] = []
-        published: list[str] = []
-        for frame in frames:
-            if isinstance(frame, Carried):
-                if self.hub.policy.learn(frame.entry.key, frame.public):
-                    published.append(frame.entry.key)
-                batch.append(frame.entry)
-                continue
-            if batch:
-                await self.hub.accept(self, batch)
-                batch = []
-            published.extend(self._control(frame))
-        if batch:
-            await self.hub.accept(self, batch)
+    async def receive(
+        self,
+        number: int,
+        frames: list[Frame],
+        admit: Callable[[list[Entry]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Handle the peer's batch ``number`` (0, 1, 2, … in this session), after every
+        earlier one and while the one before commits (``_order``): its frames in order,
+        entries to the bus and control to the protocol. Returns once its entries are
+        durable. ``admit`` charges its entries against the peer's speed bump first (a
+        :class:`QuotaExceeded` from it refuses this batch and the ones after it).
+
+        Once admitted, its signatures are verified while it waits for its turn."""
+        self._order.arrive(number)
+        try:
+            if admit is not None:
+                await admit([frame.entry for frame in frames if isinstance(frame, Carried)])
+        except QuotaExceeded as exc:
+            self._order.refuse(number, exc)
+            raise
+        except BaseException:
+            self._order.leave(number)
+            raise
+        runs = _runs(frames)
+        checks = [
+            self.bus.check([frame.entry for frame in run]) if isinstance(run, list) else None
+            for run in runs
+        ]
+        try:
+            async with self._order.turn(number) as staged:
+                published = await self._take(runs, checks, staged)
+        finally:
+            for checked in checks:
+                if checked is not None:
+                    checked.cancel()  # the session closed before its turn: stop verifying
         if published:
             self.hub.published(self, published)
+
+    async def _take(
+        self,
+        runs: list[list[Carried] | Control],
+        checks: list[Checked | None],
+        staged: Callable[[], None],
+    ) -> list[str]:
+        """Act on runs of entries and control messages in order; the turn passes on once
+        the last entries are staged (a control message after them waits for their commit,
+        as the ones before do)."""
+        published: list[str] = []
+        for at, (run, checked) in enumerate(zip(runs, checks, strict=True)):
+            if checked is None:
+                assert isinstance(run, Control)
+                published.extend(self._control(run))
+                continue
+            assert isinstance(run, list)
+            for frame in run:
+                if self.hub.policy.learn(frame.entry.key, frame.public):
+                    published.append(frame.entry.key)
+            last = at == len(runs) - 1
+            await self.hub.accept(self, checked, staged=staged if last else None)
+        return published
 
     def _control(self, frame: Control) -> list[str]:
         """Act on a control message; return the keys it says became public."""
@@ -297,6 +352,19 @@ class Session:
         for item in docs:
             doc, digest = _document(item, key)
             target[doc] = digest
+
+
+def _runs(frames: list[Frame]) -> list[list[Carried] | Control]:
+    """Frames with each run of consecutive entries together: the bus takes a run at once."""
+    runs: list[list[Carried] | Control] = []
+    for frame in frames:
+        if isinstance(frame, Control):
+            runs.append(frame)
+        elif runs and isinstance(runs[-1], list):
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    return runs
 
 
 def _interest(value: Any) -> str:

@@ -27,13 +27,15 @@ from ..errors import (
     NotAuthenticated,
     NotFound,
     PeerError,
+    ProtocolError,
     StatebusError,
 )
-from ..federation import PEER_SCHEME, Federation
+from ..federation import PEER_SCHEME, PUSH_HEADER, Federation
 from ..federation._session import Session
-from ..federation._wire import Carried, decode_all
+from ..federation._wire import decode_all
 from ..identity import parse_node_id
 from ..quotas import peer_principal
+from ..store import Entry
 from ._json import JSONResponse
 from ._routes import _body, _require_owner
 from ._sse import _until_disconnect
@@ -102,6 +104,15 @@ async def stream(request: Request) -> ASGIApp:
     return PeerStream(federation, token, session, idle)
 
 
+def _push_number(request: Request) -> int:
+    """The push's place in its session (``Statebus-Push: 0``, 1, 2, …): a dialler keeps a
+    few in flight, and they are taken in this order whatever order they arrive in."""
+    text = request.headers.get(PUSH_HEADER, "")
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ProtocolError(f"a push numbers its place in the session: '{PUSH_HEADER}: <n>'")
+    return int(text)
+
+
 async def push(request: Request) -> Response:
     federation = _federation(request)
     token = _token(request)
@@ -112,14 +123,16 @@ async def push(request: Request) -> Response:
     except ClientDisconnect:  # the peer went away mid-push: its session ends
         federation.detach(token)
         return Response(status_code=400)
-    try:
-        frames = decode_all(body, max_frame=limit)
+    bumps = request.state.bumps
+
+    async def charge(entries: list[Entry]) -> None:
         # The speed bump: the whole push is charged before any of it is looked at,
         # so a push over the limit is answered 429 and leaves the data as it was.
-        request.state.bumps.entries(
-            peer_principal(session.peer), [f.entry for f in frames if isinstance(f, Carried)]
-        )
-        await session.receive(frames)
+        bumps.entries(peer_principal(session.peer), entries)
+
+    try:
+        number = _push_number(request)
+        await session.receive(number, decode_all(body, max_frame=limit), charge)
     except PeerError as exc:
         log.warning("dropping %r: %s", session, exc.detail)
         federation.detach(token)
