@@ -35,6 +35,7 @@ LIMIT_FLAGS = [  # (flag, Limits field, what it counts)
     ("--limit-document", "document_bytes", "bytes of the largest entry a peer may push"),
 ]
 EXIT_ERROR = 1
+SWITCH_INTERVAL = 1e-4  # seconds a thread holds the GIL while another waits for it (see _serve)
 COMMANDS = {"id": identity_command, "init": init_command, "recover": recover_command}
 EXIT_USAGE = 2
 
@@ -328,6 +329,12 @@ def _serve(args: argparse.Namespace) -> int:
                     await stopping.wait()
                     tg.cancel_scope.cancel()
 
+    # Peers' signatures are verified in threads that hold the GIL only around each
+    # libsodium call (``bus._accept``, ``_sodium``). At CPython's default 5 ms switch
+    # interval each of those threads waited that long for the GIL after every
+    # signature whenever the loop was busy: a peer's pushes went in about 15% slower
+    # (bench/replication.py). It matters only while a thread waits for the GIL.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
     return 0
