@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--repeats",
         type=int,
         default=Settings.repeats,
-        help="interleaved fan-out runs per system and size; the best counts (default %(default)s)",
+        help="interleaved windows per system (and size); the best counts (default %(default)s)",
     )
     parser.add_argument(
         "--only",

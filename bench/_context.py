@@ -16,7 +16,7 @@ class Settings:
     """How long each measured window lasts; built by the CLI."""
 
     seconds: float = 4.0
-    repeats: int = 2  # fan-out runs per system and size, interleaved; the best counts
+    repeats: int = 2  # fan-out and write windows per system, interleaved; the best counts
     fanout_sizes: tuple[int, ...] = (100, 1000)
     write_clients: int = 50
     cold_entries: int = 100_000
