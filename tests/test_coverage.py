@@ -116,3 +116,17 @@ def test_digest_decoding() -> None:
         Digest.decode(b"\x01\x05")
     with pytest.raises(ValueError):
         Digest.decode(Snapshot.from_doc(doc).encode() + b"\x00")
+
+
+def test_varuints_decode_in_one_pass_and_refuse_what_is_cut_short() -> None:
+    from statebus.coverage import _varuints, _write_varuint
+
+    numbers = [0, 1, 127, 128, 300, 2**32 - 1, 2**53]
+    data = bytearray()
+    for number in numbers:
+        _write_varuint(number, data)
+    assert _varuints(bytes(data)) == numbers
+    with pytest.raises(ValueError, match="truncated"):
+        _varuints(bytes(data[:-1]))
+    with pytest.raises(ValueError, match="longer than 64 bits"):
+        _varuints(b"\xff" * 10 + b"\x01")
