@@ -55,7 +55,9 @@ class DataDir:
             pass
         except OSError as exc:
             raise DataDirError(f"cannot read {self.token_file}: {exc.strerror}") from None
-        token = secrets.token_urlsafe(32)
+        # Hex, not base64url: a token that starts with "-" is taken for an option by
+        # `statebus get --token <token>` (argparse), as a test once found.
+        token = secrets.token_hex(32)
         write_private(self.token_file, token + "\n")
         return token
 

@@ -85,6 +85,18 @@ def test_a_damaged_key_file_is_one_line(tmp_path: Path) -> None:
     assert "identity.key" in one_line_error(run("serve", "--port", "0", "--data", str(data)))
 
 
+def test_a_new_owner_token_passes_as_a_flag_value(tmp_path: Path) -> None:
+    """Hex only: a token starting with "-" was taken for an option by --token."""
+    from statebus.datadir import DataDir
+
+    made = [DataDir(tmp_path / f"d{n}") for n in range(32)]
+    for data_dir in made:
+        data_dir.ensure()
+    tokens = {data_dir.owner_token() for data_dir in made}
+    assert len(tokens) == 32
+    assert all(re.fullmatch(r"[0-9a-f]{64}", token) for token in tokens)
+
+
 async def test_get_put_and_watch_against_a_running_node(tmp_path: Path) -> None:
     node = await NodeProcess(tmp_path / "data").start()
     data = str(tmp_path / "data")
