@@ -329,11 +329,11 @@ def _serve(args: argparse.Namespace) -> int:
                     await stopping.wait()
                     tg.cancel_scope.cancel()
 
-    # Peers' signatures are verified in threads that hold the GIL only around each
-    # libsodium call (``bus._accept``, ``_sodium``). At CPython's default 5 ms switch
-    # interval each of those threads waited that long for the GIL after every
-    # signature whenever the loop was busy: a peer's pushes went in about 15% slower
-    # (bench/replication.py). It matters only while a thread waits for the GIL.
+    # Peers' signatures are verified in threads that take the GIL between chunks
+    # (``_sodium.verify_many``). At CPython's default 5 ms switch interval such a
+    # thread waited up to that long for it whenever the loop was busy: a peer's
+    # pushes went in about 15% slower (bench/replication.py). It matters only
+    # while a thread waits for the GIL.
     sys.setswitchinterval(SWITCH_INTERVAL)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run())
