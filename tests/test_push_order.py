@@ -20,6 +20,7 @@ from statebus.errors import ProtocolError, QuotaExceeded
 from statebus.federation import PUSH_HEADER
 from statebus.federation._order import Order
 from statebus.federation._session import Session
+from statebus.federation._wire import encode_entries
 from statebus.keys import Key
 from statebus.quotas import Limits
 from tests.conftest import Node, NodeFactory
@@ -130,8 +131,6 @@ async def test_a_push_waiting_for_its_turn_fails_when_the_session_ends(
             answers: list[httpx.Response] = []
 
             async def push() -> None:
-                from statebus.federation._wire import encode_entries
-
                 frames = encode_entries([entry], lambda _key: False)
                 answers.append(await other.post("/_fed/push", content=frames, headers=headers))
 
