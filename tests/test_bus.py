@@ -347,3 +347,31 @@ async def test_a_clean_stop_leaves_a_busy_key_as_one_snapshot(node_factory: Node
         after = await client.get("/tail", headers=JSON)
     assert after.json() == before.json() and after.json()["after"] is True
     assert after.headers["Version"] == before.headers["Version"]
+
+
+async def test_a_clean_stop_folds_many_busy_keys_in_a_few_commits(
+    node_factory: NodeFactory,
+) -> None:
+    """The snapshots at close go to the store together: a node with many busy documents
+    stops with a few group commits, not an fsync per document."""
+    node = await node_factory(compact_after=40)
+    bus = node.running.bus
+    paths = [f"/busy/{n}" for n in range(40)]
+
+    async def write(path: str) -> None:
+        for i in range(12):  # a tail of 12: past a quarter of compact_after
+            await bus.apply(parse_key(path, bus.own), Patch({"i": i}))
+
+    async with anyio.create_task_group() as tg:
+        for path in paths:
+            tg.start_soon(write, path)
+    store = bus._store
+    commits = store.stats.commits
+    await node.stop()
+    assert store.stats.commits - commits < len(paths) // 4
+    from statebus.store import SQLiteStore
+
+    async with SQLiteStore(node.settings.data_dir / "statebus.db") as reopened:
+        for path in paths:
+            log = await reopened.load(f"/~{bus.own}{path}")
+            assert [e.snapshot for e in log.entries] == [True], path

@@ -57,6 +57,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
+SNAPSHOTS_AT_CLOSE = 64  # documents folded at once at a clean stop (each holds its state)
 
 
 def _sealed_away(live: LiveDoc) -> str:
@@ -164,17 +165,35 @@ class Bus:
     async def _compact_at_close(self) -> None:
         """On a clean stop, fold each cached document's longer tail into a snapshot of
         its Doc (which holds exactly the committed log once nothing is in flight), so
-        the next start opens it from the snapshot alone."""
-        for live in self._docs.live():
-            if live.pending or live.tail_entries < max(1, self._compact_after // 4):
-                continue
-            if not self._may_snapshot_live(live):
-                continue
-            try:
-                await self._store_snapshot(live.key, live.doc.get_update(), live.head, live.exists)
-            except StoreError as exc:
-                log.warning("compaction of %s at close failed: %s", live.key, exc)
-                return
+        the next start opens it from the snapshot alone.
+
+        The snapshots go to the store together (``SNAPSHOTS_AT_CLOSE`` at a time), so
+        it commits them in a few batches rather than one commit and fsync each."""
+        due = [
+            live
+            for live in self._docs.live()
+            if not live.pending
+            and live.tail_entries >= max(1, self._compact_after // 4)
+            and self._may_snapshot_live(live)
+        ]
+        limiter = anyio.CapacityLimiter(SNAPSHOTS_AT_CLOSE)
+        failed: list[StoreError] = []
+
+        async def fold(live: LiveDoc) -> None:
+            async with limiter:
+                if failed:
+                    return  # the store refused one: it will refuse the rest
+                snapshot = live.doc.get_update()
+                try:
+                    await self._store_snapshot(live.key, snapshot, live.head, live.exists)
+                except StoreError as exc:
+                    if not failed:
+                        log.warning("compaction of %s at close failed: %s", live.key, exc)
+                    failed.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for live in due:
+                tg.start_soon(fold, live)
 
     def close_streams(self) -> None:
         """End every stream, and any opened later (at shutdown, before the server
