@@ -195,11 +195,15 @@ def _lookup(ymap: Map[Any], name: str, default: Any) -> Any:
     that was a sixth of the write's CPU. The integrated map answers at once
     (and raises ``ValueError`` for a missing key).
     """
-    with ymap.doc.transaction() as txn:
-        try:
-            found = ymap.integrated.get(txn._txn, name)
-        except ValueError:
-            return default
+    doc = ymap.doc
+    try:
+        if doc._txn is not None:  # inside a write's transaction: no nested one
+            found = ymap.integrated.get(doc._txn._txn, name)
+        else:
+            with doc.transaction() as txn:
+                found = ymap.integrated.get(txn._txn, name)
+    except ValueError:
+        return default
     if isinstance(found, _PRIMITIVE):
         return found
     return ymap._maybe_as_type_or_doc(found)
@@ -211,7 +215,11 @@ def _store(ymap: Map[Any], name: str, value: Any) -> None:
     if not isinstance(value, _PRIMITIVE):
         ymap[name] = value
         return
-    with ymap.doc.transaction() as txn:
+    doc = ymap.doc
+    if doc._txn is not None:  # inside a write's transaction: no nested one
+        ymap.integrated.insert(doc._txn._txn, name, value)
+        return
+    with doc.transaction() as txn:
         ymap.integrated.insert(txn._txn, name, value)
 
 
