@@ -164,7 +164,7 @@ class Checked:
     """A batch from a peer whose signatures are being verified (:meth:`Intake.check`)."""
 
     entries: Sequence[Entry]
-    unplaced: list[tuple[Entry, str]]  # entries whose key does not parse, and why
+    misplaced: list[tuple[Entry, str]]  # entries that may not be stored where they claim
     chunks: list[Placed]  # the others, in order, in chunks of VERIFY_CHUNK
     verdicts: list[asyncio.Future[list[bool]]]  # per chunk, one per entry
 
@@ -240,18 +240,19 @@ class Intake:
         return found
 
     def check(self, entries: Sequence[Entry]) -> Checked:
-        """Queue the signatures of a batch for the verifying threads, all at once (no
-        await): a batch that waits for its turn is verified meanwhile."""
-        unplaced: list[tuple[Entry, str]] = []
-        keyed: Placed = []
+        """Place a batch's entries and queue the signatures of those that may be stored
+        where they claim for the verifying threads, all at once (no await): a batch that
+        waits for its turn is verified meanwhile, and a misplaced entry never is."""
+        misplaced: list[tuple[Entry, str]] = []
+        placed: Placed = []
         for entry in entries:
-            key = self._parse(entry.key)
-            if isinstance(key, str):
-                unplaced.append((entry, key))
+            where = placement(entry, self._parse(entry.key), self._granted)
+            if isinstance(where, str):
+                misplaced.append((entry, where))
             else:
-                keyed.append((entry, key))
-        chunks = [keyed[i : i + VERIFY_CHUNK] for i in range(0, len(keyed), VERIFY_CHUNK)]
-        return Checked(entries, unplaced, chunks, [self._submit(chunk) for chunk in chunks])
+                placed.append((entry, where))
+        chunks = [placed[i : i + VERIFY_CHUNK] for i in range(0, len(placed), VERIFY_CHUNK)]
+        return Checked(entries, misplaced, chunks, [self._submit(chunk) for chunk in chunks])
 
     def _submit(self, chunk: Placed) -> asyncio.Future[list[bool]]:
         items = [
@@ -263,18 +264,14 @@ class Intake:
     async def stage(
         self, checked: Checked, remember: Remember
     ) -> tuple[Accepted, list[tuple[LiveDoc, Entry]]]:
-        """Apply the entries of a checked batch that may be stored where they claim and
-        whose signatures hold, each as soon as its chunk is verified; return the verdicts
-        and the writes to append (each noted as applying to its Doc)."""
-        result = Accepted(refused=list(checked.unplaced))
+        """Apply the placed entries of a checked batch whose signatures hold, each as soon
+        as its chunk is verified; return the verdicts and the writes to append (each noted
+        as applying to its Doc)."""
+        result = Accepted(refused=list(checked.misplaced))
         writes: list[tuple[LiveDoc, Entry]] = []
         try:
             for chunk, verdict in zip(checked.chunks, checked.verdicts, strict=True):
                 for (entry, key), ok in zip(chunk, await verdict, strict=True):
-                    where = placement(entry, key, self._granted)
-                    if isinstance(where, str):
-                        result.refused.append((entry, where))
-                        continue
                     if not ok:
                         reason = f"bad signature on {key.canonical} by {entry.author[:16]}…"
                         result.refused.append((entry, reason))
