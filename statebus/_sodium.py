@@ -25,6 +25,12 @@ import nacl.bindings
 log = logging.getLogger(__name__)
 
 SIGNATURE_SIZE = 64
+PUBLIC_KEY_SIZE = 32
+
+
+def _well_formed(signature: bytes, public_key: bytes) -> bool:
+    """Whether libsodium may be handed these (anything else is simply not valid)."""
+    return len(signature) == SIGNATURE_SIZE and len(public_key) == PUBLIC_KEY_SIZE
 
 
 def _load() -> ctypes.CDLL | None:
@@ -67,7 +73,7 @@ BATCHED = _BATCH is not None  # whether verify_many releases the GIL once per ca
 
 
 def verify_detached(signature: bytes, message: bytes, public_key: bytes) -> bool:
-    if len(signature) != SIGNATURE_SIZE or len(public_key) != 32:
+    if not _well_formed(signature, public_key):
         return False
     if _LIB is None:
         try:
@@ -88,7 +94,7 @@ def verify_many(items: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
     packed: list[bytes] = []
     well_formed: list[bool] = []
     for signature, message, public_key in items:
-        ok = len(signature) == SIGNATURE_SIZE and len(public_key) == 32 and len(message) < 2**32
+        ok = _well_formed(signature, public_key) and len(message) < 2**32
         well_formed.append(ok)
         if ok:
             packed += (signature, public_key, len(message).to_bytes(4, "big"), message)
