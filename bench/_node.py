@@ -47,6 +47,7 @@ class LoadResult:
     process_cpu_s: float  # the whole client process, building requests included
     elapsed_s: float
     wall_s: float
+    acked: tuple[int, ...] = ()  # per connection, its writes answered 2xx (each in order)
 
     @property
     def total(self) -> int:
@@ -85,6 +86,7 @@ def run_load(config: JsonObject, *, timeout: float, log_path: Path) -> LoadResul
         process_cpu_s=float(r["process_cpu_s"]),
         elapsed_s=float(r["elapsed_s"]),
         wall_s=float(r["wall_s"]),
+        acked=tuple(int(n) for n in r.get("acked", ())),
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from bench._context import Context
-from bench._errors import Unavailable
+from bench._errors import ClientFailed, Unavailable
 from bench._paths import PYTHON, REPO_ROOT
 from bench._procs import LOOPBACK, ServerProcess, free_port
 
@@ -61,3 +63,16 @@ class StatebusNode(ServerProcess):
 
     def auth(self, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **headers}
+
+    def read_json(self, path: str) -> Any:
+        """The JSON value of a key, as the owner reads it."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=30)
+        try:
+            conn.request("GET", path, headers=self.auth(Accept="application/json"))
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise ClientFailed(f"GET {path} answered {response.status}: {body[:200]!r}")
+        return json.loads(body)

@@ -111,13 +111,37 @@ def _measure(ctx: Context) -> tuple[dict[str, Figures], float | str]:
         wrk = _wrk(ctx, bare)
         for repeat in range(ctx.settings.repeats):
             keep("bare-204", _load(ctx, bare, "bare-204", method="PATCH", path="/204/k"))
-            keep(
-                PATCH_NAME,
-                _load(ctx, node, "statebus-patch", method="PATCH", path=f"/bench/patch{repeat}"),
-            )
+            path = f"/bench/patch{repeat}"
+            patched = _load(ctx, node, "statebus-patch", method="PATCH", path=path)
+            keep(PATCH_NAME, _all_applied(node, path, patched))
             keep("bare-apply", _load(ctx, bare, "bare-apply", mode="yjs", path="/apply/k"))
-            keep(YJS_NAME, _load(ctx, node, "statebus-yjs", mode="yjs", path=f"/bench/yjs{repeat}"))
+            path = f"/bench/yjs{repeat}"
+            keep(
+                YJS_NAME,
+                _all_applied(node, path, _load(ctx, node, "statebus-yjs", mode="yjs", path=path)),
+            )
     return found, wrk
+
+
+def _all_applied(node: StatebusNode, path: str, figures: Figures) -> Figures:
+    """The window's figures, once the key is seen to hold every acknowledged write.
+
+    Connection ``c`` writes field ``c<c>`` = 0, 1, 2, … in order (a merge patch or
+    a Yjs update) and stops at its first non-2xx answer, so after ``n``
+    acknowledged writes the field must read ``n - 1``: a write answered but not
+    applied would be counted in the rate for work the node never did."""
+    acked = figures.load.acked
+    if not acked:
+        raise BenchError("load.mjs reported no per-connection acknowledgements")
+    value = node.read_json(path)
+    wrong = [
+        f"c{c}: {value.get(f'c{c}')!r} after {n} acknowledged"
+        for c, n in enumerate(acked)
+        if n and value.get(f"c{c}") != n - 1
+    ]
+    if wrong:
+        raise BenchError(f"{path} lacks acknowledged writes ({len(wrong)} clients): {wrong[0]}")
+    return figures
 
 
 def run(ctx: Context) -> list[Row]:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
-from bench import fanout
+from bench import fanout, writes
 from bench._errors import BenchError
-from bench._node import FanoutResult
+from bench._node import FanoutResult, LoadResult
 from bench._table import at_least, at_most
 from bench.replication import _Node, _push, _signed_entries, replicate
 from statebus.federation._wire import encode_entry
@@ -91,6 +91,46 @@ def test_the_best_fanout_run_kept_is_one_that_delivered_everything(
     for repeat in range(3):
         fanout._keep_best(found, key, Log(), None, repeat)  # type: ignore[arg-type]
     assert found[key].client.deliveries_per_s == 150_000
+
+
+def _window(acked: tuple[int, ...]) -> writes.Figures:
+    load = LoadResult(
+        requests=sum(acked),
+        rate=1000.0,
+        p50_ms=1.0,
+        p99_ms=2.0,
+        statuses={"200": sum(acked)},
+        client_cpu_s=0.1,
+        process_cpu_s=0.2,
+        elapsed_s=1.0,
+        wall_s=1.5,
+        acked=acked,
+    )
+    return writes.Figures(load, server_cpu_s=1.0, other_cpu_s=0.0, window_s=1.5)
+
+
+class _Holding:
+    """A node as the write windows read it back: one key's JSON value."""
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+    def read_json(self, path: str) -> dict[str, Any]:
+        return self.value
+
+
+def test_a_write_window_counts_only_if_the_key_holds_every_acknowledged_write() -> None:
+    """Connection c writes c<c> = 0, 1, 2, … in order: after n acknowledged writes the
+    field reads n - 1 (a connection with none acknowledged is not looked at)."""
+    figures = _window((3, 0, 5))
+    node: Any = _Holding({"c0": 2, "c2": 4})
+    assert writes._all_applied(node, "/bench/patch0", figures) is figures
+    node = _Holding({"c0": 2, "c2": 3})
+    with pytest.raises(BenchError, match="c2: 3 after 5 acknowledged"):
+        writes._all_applied(node, "/bench/patch0", figures)
+    node = _Holding({"c2": 4})
+    with pytest.raises(BenchError, match="c0: None after 3 acknowledged"):
+        writes._all_applied(node, "/bench/patch0", figures)
 
 
 def _forged_frame() -> bytes:

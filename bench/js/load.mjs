@@ -60,6 +60,7 @@ async function main() {
 		Array.from({ length: conns }, () => new Connection(host, port).open()),
 	);
 	const statuses = {};
+	const acked = new Array(conns).fill(0); // per connection: 2xx answers, all in order
 	const latencies = [];
 	let measured = 0;
 	let lastDone = 0;
@@ -82,6 +83,7 @@ async function main() {
 			}
 			const t1 = now();
 			statuses[status] = (statuses[status] ?? 0) + 1;
+			if (status < 300) acked[c]++;
 			if (t0 >= warmEnd) {
 				measured++;
 				latencies.push(t1 - t0);
@@ -101,6 +103,7 @@ async function main() {
 		elapsed_s: elapsed,
 		rate: elapsed > 0 ? measured / elapsed : 0,
 		statuses,
+		acked,
 		p50_ms: percentile(latencies, 0.5),
 		p99_ms: percentile(latencies, 0.99),
 		client_cpu_s: (cpu.user + cpu.system) / 1e6,
