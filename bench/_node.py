@@ -57,6 +57,19 @@ class LoadResult:
     def failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if not status.startswith("2"))
 
+    def written(self, fields: int = 1) -> dict[str, int]:
+        """What the key must hold once every acknowledged write is in, as load.mjs
+        writes: connection ``c`` sets ``c<c>`` (with ``fields`` > 1, ``c<c>_<n % fields>``)
+        to n = 0, 1, 2, … in order, and stops at its first non-2xx answer."""
+        value: dict[str, int] = {}
+        for c, n in enumerate(self.acked):
+            if fields == 1 and n:
+                value[f"c{c}"] = n - 1
+            elif fields > 1:
+                for k in range(min(n, fields)):
+                    value[f"c{c}_{k}"] = k + fields * ((n - 1 - k) // fields)
+        return value
+
 
 def run_load(config: JsonObject, *, timeout: float, log_path: Path) -> LoadResult:
     """Run load.mjs to completion (it bounds itself by count and time; `timeout` is a backstop)."""

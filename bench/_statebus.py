@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from bench._context import Context
-from bench._errors import ClientFailed, Unavailable
+from bench._errors import BenchError, ClientFailed, Unavailable
 from bench._paths import PYTHON, REPO_ROOT
 from bench._procs import LOOPBACK, ServerProcess, free_port
 
@@ -76,3 +76,17 @@ class StatebusNode(ServerProcess):
         if response.status != 200:
             raise ClientFailed(f"GET {path} answered {response.status}: {body[:200]!r}")
         return json.loads(body)
+
+
+def check_holds(value: Any, path: str, written: dict[str, int]) -> None:
+    """BenchError unless the key's JSON ``value`` holds every acknowledged write
+    (:meth:`LoadResult.written`): a write answered but not applied would be counted
+    for work the node never did."""
+    if not written:
+        raise BenchError(f"no write to {path} was acknowledged")
+    held = value if isinstance(value, dict) else {}
+    wrong = [
+        f"{name}: {held.get(name)!r}, not {n}" for name, n in written.items() if held.get(name) != n
+    ]
+    if wrong:
+        raise BenchError(f"{path} lacks acknowledged writes ({len(wrong)} fields), {wrong[0]}")

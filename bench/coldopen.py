@@ -10,6 +10,7 @@ is raw pycrdt applying the same state (the node's own
 from __future__ import annotations
 
 import http.client
+import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from bench._context import Context
 from bench._errors import BenchError, ClientFailed
 from bench._node import LoadResult, run_load
 from bench._procs import LOOPBACK
-from bench._statebus import StatebusNode
+from bench._statebus import StatebusNode, check_holds
 from bench._table import Row, at_most, ms, rate, times, unavailable
 
 KEY = "/bench/cold"
@@ -72,7 +73,7 @@ def measure(ctx: Context) -> Figures:
     with StatebusNode(ctx, "statebus-cold-open", data) as node:
         conn = http.client.HTTPConnection(LOOPBACK, node.port, timeout=COLD_TIMEOUT_S)
         try:
-            cold, _ = _timed_get(conn, node, "application/json")
+            cold, value = _timed_get(conn, node, "application/json")
             warm = statistics.median(
                 _timed_get(conn, node, "application/json")[0] for _ in range(5)
             )
@@ -82,6 +83,8 @@ def measure(ctx: Context) -> Figures:
             return Figures(written, node.startup_s, None, None, None)
         finally:
             conn.close()
+    # The state compared with is the node's own: it must hold every write answered.
+    check_holds(json.loads(value), KEY, written.written(raw.FIELDS))
     return Figures(written, node.startup_s, cold, warm, state)
 
 

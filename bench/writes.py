@@ -21,7 +21,7 @@ from bench._context import Context
 from bench._errors import BenchError
 from bench._node import JsonObject, LoadResult, run_load
 from bench._procs import ServerProcess, busy_seconds
-from bench._statebus import StatebusNode
+from bench._statebus import StatebusNode, check_holds
 from bench._table import Row, at_least, ms, rate, times, unavailable
 
 BENCH = "durable writes, 50 clients"
@@ -124,23 +124,10 @@ def _measure(ctx: Context) -> tuple[dict[str, Figures], float | str]:
 
 
 def _all_applied(node: StatebusNode, path: str, figures: Figures) -> Figures:
-    """The window's figures, once the key is seen to hold every acknowledged write.
-
-    Connection ``c`` writes field ``c<c>`` = 0, 1, 2, … in order (a merge patch or
-    a Yjs update) and stops at its first non-2xx answer, so after ``n``
-    acknowledged writes the field must read ``n - 1``: a write answered but not
-    applied would be counted in the rate for work the node never did."""
-    acked = figures.load.acked
-    if not acked:
+    """The window's figures, once its key is read back holding every acknowledged write."""
+    if not figures.load.acked:
         raise BenchError("load.mjs reported no per-connection acknowledgements")
-    value = node.read_json(path)
-    wrong = [
-        f"c{c}: {value.get(f'c{c}')!r} after {n} acknowledged"
-        for c, n in enumerate(acked)
-        if n and value.get(f"c{c}") != n - 1
-    ]
-    if wrong:
-        raise BenchError(f"{path} lacks acknowledged writes ({len(wrong)} clients): {wrong[0]}")
+    check_holds(node.read_json(path), path, figures.load.written())
     return figures
 
 

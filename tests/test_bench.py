@@ -17,6 +17,7 @@ from pycrdt import Doc, Map
 from bench import fanout, writes
 from bench._errors import BenchError
 from bench._node import FanoutResult, LoadResult
+from bench._statebus import check_holds
 from bench._table import at_least, at_most
 from bench.replication import _Node, _push, _signed_entries, replicate
 from statebus.federation._wire import encode_entry
@@ -123,14 +124,32 @@ def test_a_write_window_counts_only_if_the_key_holds_every_acknowledged_write() 
     """Connection c writes c<c> = 0, 1, 2, … in order: after n acknowledged writes the
     field reads n - 1 (a connection with none acknowledged is not looked at)."""
     figures = _window((3, 0, 5))
-    node: Any = _Holding({"c0": 2, "c2": 4})
+    assert figures.load.written() == {"c0": 2, "c2": 4}
+    node: Any = _Holding({"c0": 2, "c2": 4, "other": 1})
     assert writes._all_applied(node, "/bench/patch0", figures) is figures
     node = _Holding({"c0": 2, "c2": 3})
-    with pytest.raises(BenchError, match="c2: 3 after 5 acknowledged"):
+    with pytest.raises(BenchError, match="c2: 3, not 4"):
         writes._all_applied(node, "/bench/patch0", figures)
     node = _Holding({"c2": 4})
-    with pytest.raises(BenchError, match="c0: None after 3 acknowledged"):
+    with pytest.raises(BenchError, match="c0: None, not 2"):
         writes._all_applied(node, "/bench/patch0", figures)
+    with pytest.raises(BenchError, match="no write to /bench/patch0 was acknowledged"):
+        writes._all_applied(_Holding({}), "/bench/patch0", _window((0, 0)))  # type: ignore[arg-type]
+
+
+def test_the_cold_open_log_must_hold_each_clients_last_write_to_each_of_its_fields() -> None:
+    """With 3 fields, connection c writes c<c>_0 = 0, c<c>_1 = 1, c<c>_2 = 2, c<c>_0 = 3, …"""
+    load = _window((7, 2, 0)).load
+    assert load.written(fields=3) == {
+        "c0_0": 6,
+        "c0_1": 4,
+        "c0_2": 5,
+        "c1_0": 0,
+        "c1_1": 1,
+    }
+    check_holds({"c0_0": 6, "c0_1": 4, "c0_2": 5, "c1_0": 0, "c1_1": 1}, "/k", load.written(3))
+    with pytest.raises(BenchError, match="c0_2: 2, not 5"):
+        check_holds({"c0_0": 6, "c0_1": 4, "c0_2": 2, "c1_0": 0, "c1_1": 1}, "/k", load.written(3))
 
 
 def _forged_frame() -> bytes:
