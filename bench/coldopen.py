@@ -2,9 +2,11 @@
 
 The log is written over HTTP (durable binary Yjs PUTs from 50 Node clients,
 the raw bench's log shape), the node is stopped and started again, and the
-first `GET` of the key with `Accept: application/json` is timed. The baseline
-is raw pycrdt applying the same state (the node's own
-`Accept: application/octet-stream` answer) to a fresh Doc.
+first `GET` of the key with `Accept: application/json` is timed; the fastest
+of a few restarts counts. The baseline is raw pycrdt applying the same state
+(the node's own `Accept: application/octet-stream` answer) to a fresh Doc,
+warmed up (the best of 5 in the bench process). The note adds a fresh Python
+process's first apply of that state, which a node just started pays too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench import raw
 from bench._context import Context
@@ -25,6 +28,7 @@ from bench._table import Row, at_most, ms, rate, times, unavailable
 
 KEY = "/bench/cold"
 TARGET = 2.0  # cold open over raw pycrdt apply of the same state (issue 7)
+RESTARTS = 3  # the node is restarted this often; the fastest first read counts
 COLD_TIMEOUT_S = 30.0  # a first read slower than this is reported as "> 30 s", not waited for
 
 
@@ -69,7 +73,20 @@ def measure(ctx: Context) -> Figures:
         written = run_load(config, timeout=180, log_path=ctx.path("logs/load-cold.log"))
     if written.failed:
         raise ClientFailed(f"writing the log got answers {written.statuses}")
-    ctx.log("cold open: restart and first read")
+    best: Figures | None = None
+    for restart in range(RESTARTS):
+        ctx.log(f"cold open: restart {restart + 1} and first read")
+        figures = _restart_and_read(ctx, data, written)
+        if figures.cold_s is None:
+            return figures
+        if best is None or best.cold_s is None or figures.cold_s < best.cold_s:
+            best = figures
+    assert best is not None
+    return best
+
+
+def _restart_and_read(ctx: Context, data: Path, written: LoadResult) -> Figures:
+    """Start the node on the written log and time its first read of the key."""
     with StatebusNode(ctx, "statebus-cold-open", data) as node:
         conn = http.client.HTTPConnection(LOOPBACK, node.port, timeout=COLD_TIMEOUT_S)
         try:
@@ -120,9 +137,12 @@ def run(ctx: Context, raw_figures: raw.RawFigures | None) -> list[Row]:
             )
         ]
     ratio = f.cold_s / raw_s
+    first = raw.first_apply_seconds(f.state, ctx.path("cold-state.bin"))
     note = (
-        f"warm GET {ms(f.warm_s * 1000)}; restart to ready {f.restart_s:.2f} s; "
-        f"state {len(f.state) / 1024:,.0f} KiB; {written}"
+        f"best of {RESTARTS} restarts; warm GET {ms(f.warm_s * 1000)}; "
+        f"a fresh Python process's first pycrdt apply of the same state {ms(first * 1000)} "
+        f"(best of 3; the ratio's baseline is a warmed-up one); "
+        f"restart to ready {f.restart_s:.2f} s; state {len(f.state) / 1024:,.0f} KiB; {written}"
     )
     return [
         Row(bench, name, ms(f.cold_s * 1000), times(ratio, against), at_most(ratio, TARGET), note)
