@@ -137,10 +137,13 @@ def run(ctx: Context, raw_figures: raw.RawFigures | None) -> list[Row]:
             )
         ]
     ratio = f.cold_s / raw_s
-    first = raw.first_apply_seconds(f.state, ctx.path("cold-state.bin"))
+    try:
+        first = ms(raw.first_apply_seconds(f.state, ctx.path("cold-state.bin")) * 1000)
+    except BenchError as exc:
+        first = str(exc)
     note = (
         f"best of {RESTARTS} restarts; warm GET {ms(f.warm_s * 1000)}; "
-        f"a fresh Python process's first pycrdt apply of the same state {ms(first * 1000)} "
+        f"a fresh Python process's first pycrdt apply of the same state {first} "
         f"(best of 3; the ratio's baseline is a warmed-up one); "
         f"restart to ready {f.restart_s:.2f} s; state {len(f.state) / 1024:,.0f} KiB; {written}"
     )

@@ -18,6 +18,7 @@ from nacl.signing import SigningKey
 from pycrdt import Doc, Map, TransactionEvent
 
 from bench._context import Context
+from bench._errors import BenchError
 from bench._table import Row, ms, rate
 
 CLIENTS = 50
@@ -77,14 +78,17 @@ def first_apply_seconds(state: bytes, path: Path, *, processes: int = 3) -> floa
     path.write_bytes(state)
     times = []
     for _ in range(processes):
-        done = subprocess.run(
-            [sys.executable, "-c", FIRST_APPLY, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        times.append(float(done.stdout.strip()))
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", FIRST_APPLY, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+            times.append(float(done.stdout.strip()))
+        except (subprocess.SubprocessError, ValueError) as exc:
+            raise BenchError(f"a fresh process's first apply failed: {exc}") from exc
     return min(times)
 
 

@@ -205,21 +205,18 @@ async def _push(node: _Node, frames: list[bytes]) -> float:
     A push is answered 204 also when the node refuses some of its entries (it logs
     them): the rate counts only once the node's version has grown by every entry,
     and a push that left any out is a :class:`BenchError`, not a figure."""
-    peer = Identity.generate()
     async with httpx.AsyncClient(base_url=node.url, timeout=60) as http:
         before = await node.head(http)
-        rate = await _push_frames(http, peer, node, frames)
+        rate = await _push_frames(http, node, frames)
         stored = await node.head(http) - before
     if stored < len(frames):
         raise BenchError(f"the node stored {stored:,} of the {len(frames):,} entries pushed")
     return rate
 
 
-async def _push_frames(
-    http: httpx.AsyncClient, peer: Identity, node: _Node, frames: list[bytes]
-) -> float:
-    """Dial ``node`` as ``peer`` and push the frames; entries per second."""
-    dial = Dial.start(peer, NodeId(node.node_id))
+async def _push_frames(http: httpx.AsyncClient, node: _Node, frames: list[bytes]) -> float:
+    """Dial ``node`` as a new peer and push the frames; entries per second."""
+    dial = Dial.start(Identity.generate(), NodeId(node.node_id))
     answer = await http.post("/_fed/hello", json=dial.hello())
     answer.raise_for_status()
     admitted = await http.post("/_fed/auth", json=dial.proof(answer.json()))
