@@ -64,18 +64,22 @@ class StatebusNode(ServerProcess):
     def auth(self, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **headers}
 
+    def get(self, conn: http.client.HTTPConnection, path: str, accept: str) -> bytes:
+        """The body of a 200 answer to the owner's GET of ``path`` over ``conn``."""
+        conn.request("GET", path, headers=self.auth(Accept=accept))
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise ClientFailed(f"GET {path} ({accept}) answered {response.status}: {body[:200]!r}")
+        return body
+
     def read_json(self, path: str) -> Any:
         """The JSON value of a key, as the owner reads it."""
         conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=30)
         try:
-            conn.request("GET", path, headers=self.auth(Accept="application/json"))
-            response = conn.getresponse()
-            body = response.read()
+            return json.loads(self.get(conn, path, "application/json"))
         finally:
             conn.close()
-        if response.status != 200:
-            raise ClientFailed(f"GET {path} answered {response.status}: {body[:200]!r}")
-        return json.loads(body)
 
 
 def check_holds(value: Any, path: str, written: dict[str, int]) -> None:

@@ -45,13 +45,8 @@ def _timed_get(
     conn: http.client.HTTPConnection, node: StatebusNode, accept: str
 ) -> tuple[float, bytes]:
     started = time.perf_counter()
-    conn.request("GET", KEY, headers=node.auth(Accept=accept))
-    response = conn.getresponse()
-    body = response.read()
-    elapsed = time.perf_counter() - started
-    if response.status != 200:
-        raise ClientFailed(f"GET {KEY} ({accept}) answered {response.status}: {body[:200]!r}")
-    return elapsed, body
+    body = node.get(conn, KEY, accept)
+    return time.perf_counter() - started, body
 
 
 def measure(ctx: Context) -> Figures:
