@@ -11,7 +11,7 @@ from typing import Any, Self
 from bench._context import Context
 from bench._errors import BenchError, ClientFailed, Unavailable
 from bench._paths import PYTHON, REPO_ROOT
-from bench._procs import LOOPBACK, ServerProcess, free_port
+from bench._procs import LOOPBACK, ServerProcess, cpu_seconds, free_port
 
 CORE = ("statebus/cli.py", "statebus/server")
 
@@ -60,6 +60,11 @@ class StatebusNode(ServerProcess):
             time.sleep(0.05)
         self.token = token_file.read_text().strip()
         return self
+
+    def loop_cpu_seconds(self) -> float:
+        """CPU time of the node's main thread, which runs its event loop (the rest of
+        cpu_seconds is the store's writer process and worker threads)."""
+        return cpu_seconds(self.pid, self.pid)
 
     def auth(self, **headers: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", **headers}

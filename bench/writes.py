@@ -38,10 +38,17 @@ class Figures:
     server_cpu_s: float
     other_cpu_s: float  # everything else on the machine meanwhile
     window_s: float  # from starting the client to its exit
+    loop_cpu_s: float | None = None  # a statebus node's event-loop thread alone
 
     @property
     def cpu_us_per_request(self) -> float:
         return self.server_cpu_s / max(1, self.load.total) * 1e6
+
+    @property
+    def loop_us_per_request(self) -> float | None:
+        if self.loop_cpu_s is None:
+            return None
+        return self.loop_cpu_s / max(1, self.load.total) * 1e6
 
 
 def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> Figures:
@@ -58,14 +65,17 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
     if isinstance(server, StatebusNode):
         full["token"] = server.token
     ctx.log(f"writes: {name}")
+    node = server if isinstance(server, StatebusNode) else None
+    loop_before = node.loop_cpu_seconds() if node is not None else 0.0
     cpu_before, busy_before = server.cpu_seconds(), busy_seconds()
     started = time.perf_counter()
     result = run_load(full, timeout=seconds + 60, log_path=ctx.path(f"logs/load-{name}.log"))
     window = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu_before
+    loop = node.loop_cpu_seconds() - loop_before if node is not None else None
     other = busy_seconds() - busy_before - cpu - result.process_cpu_s
     ctx.note_other_load(other, window)
-    return Figures(result, cpu, max(0.0, other), window)
+    return Figures(result, cpu, max(0.0, other), window, loop)
 
 
 def _wrk(ctx: Context, server: ServerProcess) -> float | str:
@@ -187,10 +197,11 @@ def _result(f: Figures) -> str:
 
 def _note(f: Figures) -> str:
     load = f.load
-    note = (
-        f"server {f.cpu_us_per_request:.0f} µs CPU/request; "
-        f"client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
-    )
+    note = f"server {f.cpu_us_per_request:.0f} µs CPU/request"
+    loop = f.loop_us_per_request
+    if loop is not None:  # the rest is the store's writer process (signing, SQLite)
+        note += f" ({loop:.0f} on the event loop, {f.cpu_us_per_request - loop:.0f} off it)"
+    note += f"; client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
     if f.other_cpu_s > 0.1 * f.window_s:
         note += f"; other processes {f.other_cpu_s / f.window_s:.0%} CPU"
     if load.failed:

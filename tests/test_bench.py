@@ -7,6 +7,10 @@ and that a target reads as missed when it is.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from pycrdt import Doc, Map
 from bench import fanout, writes
 from bench._errors import BenchError
 from bench._node import FanoutResult, LoadResult
+from bench._procs import cpu_seconds
 from bench._statebus import check_holds
 from bench._table import at_least, at_most
 from bench.replication import _Node, _push, _signed_entries, replicate
@@ -135,6 +140,34 @@ def test_a_write_window_counts_only_if_the_key_holds_every_acknowledged_write() 
         writes._all_applied(node, "/bench/patch0", figures)
     with pytest.raises(BenchError, match="no write to /bench/patch0 was acknowledged"):
         writes._all_applied(_Holding({}), "/bench/patch0", _window((0, 0)))  # type: ignore[arg-type]
+
+
+def test_a_node_window_says_how_much_of_its_cpu_was_the_event_loop() -> None:
+    """1,000 requests on 1 s of the node's CPU, 0.6 s of it on the loop's thread."""
+    split = dataclasses.replace(_window((500, 500)), loop_cpu_s=0.6)
+    assert "1000 µs CPU/request (600 on the event loop, 400 off it)" in writes._note(split)
+    assert "event loop" not in writes._note(_window((500, 500)))  # a bare server: one figure
+
+
+def test_a_threads_cpu_time_is_its_own_not_its_process() -> None:
+    """What the loop figure reads: /proc/PID/task/TID/stat of one thread."""
+    pid = os.getpid()
+    found: dict[str, float] = {}
+
+    def burn() -> None:
+        tid = threading.get_native_id()
+        before = cpu_seconds(pid, tid)
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+        found["worker"] = cpu_seconds(pid, tid) - before
+
+    main_before = cpu_seconds(pid, pid)
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()
+    assert found["worker"] >= 0.25
+    assert cpu_seconds(pid, pid) - main_before < found["worker"] - 0.1
 
 
 def test_the_cold_open_log_must_hold_each_clients_last_write_to_each_of_its_fields() -> None:
