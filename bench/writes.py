@@ -62,10 +62,10 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
         "perConn": 3000 if yjs else 6000,  # the count bound; the time bound is durationMs
         **config,
     }
-    if isinstance(server, StatebusNode):
-        full["token"] = server.token
-    ctx.log(f"writes: {name}")
     node = server if isinstance(server, StatebusNode) else None
+    if node is not None:
+        full["token"] = node.token
+    ctx.log(f"writes: {name}")
     loop_before = node.loop_cpu_seconds() if node is not None else 0.0
     cpu_before, busy_before = server.cpu_seconds(), busy_seconds()
     started = time.perf_counter()
@@ -199,7 +199,7 @@ def _note(f: Figures) -> str:
     load = f.load
     note = f"server {f.cpu_us_per_request:.0f} µs CPU/request"
     loop = f.loop_us_per_request
-    if loop is not None:  # the rest is the store's writer process (signing, SQLite)
+    if loop is not None:  # the rest: the store's writer process, the node's worker threads
         note += f" ({loop:.0f} on the event loop, {f.cpu_us_per_request - loop:.0f} off it)"
     note += f"; client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
     if f.other_cpu_s > 0.1 * f.window_s:
