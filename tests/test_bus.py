@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import tracemalloc
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import httpx
+import pytest
 from pycrdt import Doc, Map
 
 from statebus.bus import Patch, PutValue
 from statebus.bus._docs import LiveDoc
+from statebus.errors import StoreError
 from statebus.keys import parse_key
-from statebus.store import DocLog
+from statebus.store import DocLog, _sqlite
+from statebus.store._sqlite import SQLiteStore
 from statebus.values import normalize
 from tests.conftest import Node, NodeFactory
 from tests.sse import open_stream
@@ -238,6 +243,85 @@ async def test_writes_whose_callers_leave_are_kept_and_the_key_still_compacts(
     assert value["kept"] == 0
     assert all(value[f"left{n}"] == n for n in range(1, 11))
     assert value["last"] >= 190
+
+
+async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write A fails in the writer process while write B, applied to the same Doc after
+    it, is still on its way to disk. The Doc held A, so it is dropped; the key is read
+    before B commits. B was acknowledged: it must show in that read, stay in the log
+    when the key is compacted, and survive a restart, and A must show nowhere."""
+    node = await node_factory(compact_after=3)
+    bus = node.running.bus
+    key = parse_key("/fold", bus.own)
+    await bus.apply(key, Patch({"a": 1}))
+    await bus.apply(key, Patch({"b": 2}))  # A makes the tail 3 entries; B, 4: a snapshot
+    monkeypatch.setattr(_sqlite, "IN_FLIGHT", 1)  # B's batch leaves once A's is answered
+    original = SQLiteStore._hand_over
+    broken: list[int] = []
+
+    def hand_over(store: SQLiteStore, child: Any) -> None:
+        if not broken:  # the next batch, A's alone: nothing to sign it with, so it fails
+            broken.append(len(store._jobs))
+            store._jobs[0].messages = {}
+        original(store, child)
+
+    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    store = bus._store
+    assert isinstance(store, SQLiteStore)
+    writer = store.writer_pid
+    assert writer is not None
+    outcomes: dict[str, int | StoreError] = {}
+    failed = anyio.Event()
+    during: dict[str, Any] = {}
+    read = anyio.Event()
+
+    async def write(name: str, value: int) -> None:
+        try:
+            outcomes[name] = await bus.apply(key, Patch({name: value}))
+        except StoreError as exc:
+            outcomes[name] = exc
+            os.kill(writer, signal.SIGSTOP)  # B cannot commit until SIGCONT
+            failed.set()
+
+    async def read_now() -> None:
+        during.update((await bus.read(key))[0])
+        read.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write, "failed", 3)
+        await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
+        assert broken == [1]
+        tg.start_soon(write, "kept", 4)
+        await failed.wait()
+        try:
+            tg.start_soon(read_now)  # loads the key again, from a log without B yet
+            with anyio.move_on_after(2):  # a read that does not wait for B ends here
+                await read.wait()
+        finally:
+            os.kill(writer, signal.SIGCONT)
+    assert isinstance(outcomes["failed"], StoreError)
+    assert isinstance(outcomes["kept"], int)
+    expected = {"a": 1, "b": 2, "kept": 4}
+    assert during == expected
+    assert (await bus.read(key))[0] == expected
+    for n in range(5):  # enough writes for the key to be compacted again
+        await bus.apply(key, Patch({"then": n}))
+    expected["then"] = 4
+    with anyio.fail_after(10):
+        while True:  # the compaction goes to disk in the background
+            log = await bus._store.load(key.canonical)
+            if log.entries[0].snapshot:
+                break
+            await anyio.sleep(0.02)
+    rebuilt: Doc[Any] = Doc()
+    for entry in log.entries:
+        rebuilt.apply_update(entry.update)
+    assert normalize(rebuilt.get("data", type=Map).to_py()) == expected
+    await node.stop()
+    await node.start()
+    assert (await node.running.bus.read(key))[0] == expected
 
 
 async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:

@@ -350,7 +350,7 @@ class Intake:
             if key not in self._waiting:
                 continue
             live = self._docs.peek(key)
-            if live is not None and live.pending:
+            if (live is not None and live.pending) or self._docs.draining(key):
                 continue  # a write is on its way to disk; the next batch retries
             stored = await self._store.load(key)
             doc: Doc[Any] = Doc()
@@ -358,7 +358,9 @@ class Intake:
             apply_all(doc, updates)
             doc = await complete(doc, updates, key)
             live = self._docs.peek(key)
-            if live is not None and (live.pending or live.head != stored.head):
+            if (
+                live is not None and (live.pending or live.head != stored.head)
+            ) or self._docs.draining(key):
                 continue  # a write started or committed meanwhile; the next batch retries
             rebuilt = LiveDoc(key, doc, stored.head, stored)
             self._docs.replace(rebuilt)

@@ -30,6 +30,7 @@ class LiveDoc:
     __slots__ = (
         "captured",
         "doc",
+        "drained",
         "head",
         "key",
         "sealed",
@@ -56,6 +57,9 @@ class LiveDoc:
         # A write applied here whose caller left before its outcome, which may have
         # failed: the Doc's state is then not a safe snapshot of its log.
         self.unconfirmed = False
+        # Done once no write applied here is on its way to disk, for a Doc dropped from
+        # the cache meanwhile (DocCache.drop): the key's next load waits for it.
+        self.drained: asyncio.Future[None] | None = None
         self.sealed: DocumentKeys | None = None  # a document encrypted to some friends
         self.used = time.monotonic()
         self.captured: list[bytes] = []
@@ -90,6 +94,8 @@ class LiveDoc:
             return False
         oldest = next(iter(self.unsettled)) is entry
         del self.unsettled[entry]
+        if not self.unsettled and self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
         return oldest
 
     def wants_compaction(self, min_entries: int) -> bool:
@@ -149,6 +155,9 @@ class DocCache:
         self._idle_seconds = idle_seconds
         self._docs: OrderedDict[str, LiveDoc] = OrderedDict()
         self._loading: dict[str, asyncio.Future[LiveDoc]] = {}
+        # Per key, the Docs dropped while writes applied to them were still on their
+        # way to disk, until those settle (LiveDoc.drained).
+        self._draining: dict[str, list[asyncio.Future[None]]] = {}
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -166,6 +175,9 @@ class DocCache:
             self._docs.move_to_end(key)
             live.used = time.monotonic()
             return live
+        if self.draining(key):
+            await self._drain(key)
+            return await self.get(key)  # another caller may have loaded it meanwhile
         loading = self._loading.get(key)
         if loading is not None:
             return await asyncio.shield(loading)
@@ -203,8 +215,33 @@ class DocCache:
         return live
 
     def drop(self, key: str) -> None:
-        """Forget a Doc whose state may be ahead of the store (a failed commit)."""
-        self._docs.pop(key, None)
+        """Forget a Doc whose state may be ahead of the store (a failed commit).
+
+        Writes applied to it after the one that failed may still commit: until they
+        settle, the key is not loaded again (a Doc loaded before their commit would
+        miss them, and its next snapshot would take them out of the log)."""
+        live = self._docs.pop(key, None)
+        if live is None or not live.pending:
+            return
+        drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        live.drained = drained
+        waiting = self._draining.setdefault(key, [])
+        waiting.append(drained)
+
+        def forget(_: asyncio.Future[None]) -> None:
+            waiting.remove(drained)
+            if not waiting and self._draining.get(key) is waiting:
+                del self._draining[key]
+
+        drained.add_done_callback(forget)
+
+    def draining(self, key: str) -> bool:
+        """Whether writes of a dropped Doc of this key are still on their way to disk."""
+        return any(not drained.done() for drained in self._draining.get(key, ()))
+
+    async def _drain(self, key: str) -> None:
+        while waiting := [d for d in self._draining.get(key, ()) if not d.done()]:
+            await asyncio.shield(waiting[0])  # one caller leaving cancels only its wait
 
     def replace(self, live: LiveDoc) -> None:
         """Put a Doc the bus rebuilt from the key's log in place of the cached one."""
