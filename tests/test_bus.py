@@ -289,18 +289,19 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
         during.update((await bus.read(key))[0])
         read.set()
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(write, "failed", 3)
-        await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
-        assert broken == [1]
-        tg.start_soon(write, "kept", 4)
-        await failed.wait()
-        try:
-            tg.start_soon(read_now)  # loads the key again, from a log without B yet
-            with anyio.move_on_after(2):  # a read that does not wait for B ends here
-                await read.wait()
-        finally:
-            os.kill(writer, signal.SIGCONT)
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write, "failed", 3)
+            await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
+            assert broken == [1]
+            tg.start_soon(write, "kept", 4)
+            await failed.wait()
+            try:
+                tg.start_soon(read_now)  # loads the key again, from a log without B yet
+                with anyio.move_on_after(2):  # a read that does not wait for B ends here
+                    await read.wait()
+            finally:
+                os.kill(writer, signal.SIGCONT)
     assert isinstance(outcomes["failed"], StoreError)
     assert isinstance(outcomes["kept"], int)
     expected = {"a": 1, "b": 2, "kept": 4}
