@@ -6,6 +6,7 @@ import base64
 import os
 import signal
 import tracemalloc
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -250,8 +251,9 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
 ) -> None:
     """Write A fails in the writer process while write B, applied to the same Doc after
     it, is still on its way to disk. The Doc held A, so it is dropped; the key is read
-    before B commits. B was acknowledged: it must show in that read, stay in the log
-    when the key is compacted, and survive a restart, and A must show nowhere."""
+    before B commits. B was acknowledged: it must show in that read, in what the key's
+    subscribers are told, and in the log when the key is compacted, and survive a
+    restart; A must show nowhere, not even in the value sent with B's event."""
     node = await node_factory(compact_after=3)
     bus = node.running.bus
     key = parse_key("/fold", bus.own)
@@ -276,6 +278,8 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
     failed = anyio.Event()
     during: dict[str, Any] = {}
     read = anyio.Event()
+    told: dict[int, Any] = {}  # version -> the value a subscriber of the key was told
+    watching = anyio.Event()
 
     async def write(name: str, value: int) -> None:
         try:
@@ -289,23 +293,41 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
         during.update((await bus.read(key))[0])
         read.set()
 
+    async def watch() -> None:
+        async with aclosing(bus.stream(key)) as events:
+            async for batch in events:
+                told.update((event.seq, event.value) for event in batch if event.seq)
+                watching.set()
+
     with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(write, "failed", 3)
-            await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
-            assert broken == [1]
-            tg.start_soon(write, "kept", 4)
-            await failed.wait()
-            try:
-                tg.start_soon(read_now)  # loads the key again, from a log without B yet
-                with anyio.move_on_after(2):  # a read that does not wait for B ends here
-                    await read.wait()
-            finally:
-                os.kill(writer, signal.SIGCONT)
+        async with anyio.create_task_group() as subscriber:
+            subscriber.start_soon(watch)
+            await watching.wait()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write, "failed", 3)
+                await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
+                assert broken == [1]
+                tg.start_soon(write, "kept", 4)
+                await failed.wait()
+                try:
+                    tg.start_soon(read_now)  # loads the key again, from a log without B yet
+                    with anyio.move_on_after(2):  # a read that does not wait for B ends here
+                        await read.wait()
+                finally:
+                    os.kill(writer, signal.SIGCONT)
+            outcome = outcomes["kept"]
+            assert isinstance(outcome, int)
+            kept: int = outcome
+            while True:  # B's event reaches the subscriber
+                if kept in told:
+                    break
+                await anyio.sleep(0.01)
+            subscriber.cancel_scope.cancel()
     assert isinstance(outcomes["failed"], StoreError)
-    assert isinstance(outcomes["kept"], int)
     expected = {"a": 1, "b": 2, "kept": 4}
     assert during == expected
+    assert told[kept] == expected
+    assert not any("failed" in (value or {}) for value in told.values())
     assert (await bus.read(key))[0] == expected
     for n in range(5):  # enough writes for the key to be compacted again
         await bus.apply(key, Patch({"then": n}))

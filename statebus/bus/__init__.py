@@ -57,6 +57,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _MISSING: Any = object()
+# The value kept for an entry's event was read from a Doc that also held a write whose
+# commit failed: the entry's subscribers are resynchronised from the log instead.
+_STALE: Any = object()
 SNAPSHOTS_AT_CLOSE = 64  # documents folded at once at a clean stop (each holds its state)
 
 
@@ -466,6 +469,9 @@ class Bus:
             for live, entry in writes:
                 self._values.pop(entry, None)
                 self._origins.pop(entry, None)
+                for later in live.unsettled:  # applied on top of it, and may yet commit
+                    if later is not entry and later in self._values:
+                        self._values[later] = _STALE
                 self._docs.drop(live.key)  # the Doc may hold what the disk does not
             raise
         except BaseException:  # the caller left before the outcome; the write may yet fail
@@ -572,8 +578,14 @@ class Bus:
             targets = self._registry.targets(entry.key, folders_of(entry.key))
             if not targets:
                 continue
-            if value is _MISSING:  # a subscriber arrived while the write was in flight
-                value = live.view.read() if live is not None and entry.exists else None
+            if value is _MISSING and live is None:  # dropped after a failed commit
+                value = _STALE
+            elif value is _MISSING and live is not None:  # a subscriber came meanwhile
+                value = live.view.read() if entry.exists else None
+            if value is _STALE:
+                for sub in targets:
+                    sub.resync()  # from its last seq, out of the log
+                continue
             event = Event(
                 Kind.CHANGE,
                 self.display(entry.key),

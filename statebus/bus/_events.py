@@ -163,6 +163,14 @@ class Subscriber:
         self.queue.append(event)
         self._wake()
 
+    def resync(self) -> None:
+        """Catch this reader up from its last seq out of the log, as after an overflow
+        (its stream sees ``overflowed``), without counting an overflow: for an event
+        whose value the bus cannot vouch for."""
+        self.overflowed = True
+        self.queue.clear()
+        self._wake()
+
     def close(self) -> None:
         if self.closed:
             return
