@@ -347,6 +347,50 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
     assert (await node.running.bus.read(key))[0] == expected
 
 
+async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
+    node_factory: NodeFactory,
+) -> None:
+    """Thirty writers patch fields of their own into one key while the store's writer
+    process is killed (-9) once. Writes in its batches fail (they may or may not be on
+    disk) and a new writer takes over. Every acknowledged write is in the key, as the
+    node shows it and after a restart, and the two agree."""
+    node = await node_factory(compact_after=20)
+    bus = node.running.bus
+    key = parse_key("/crash", bus.own)
+    store = bus._store
+    assert isinstance(store, SQLiteStore)
+    acknowledged: dict[str, int] = {}
+    failures: list[StoreError] = []
+    killed = anyio.Event()
+
+    async def writer(w: int) -> None:
+        for n in range(40):
+            field = f"w{w}_{n}"
+            try:
+                await bus.apply(key, Patch({field: n}))
+            except StoreError as exc:
+                failures.append(exc)
+                continue
+            acknowledged[field] = n
+            if len(acknowledged) == 300 and not killed.is_set():
+                pid = store.writer_pid
+                assert pid is not None
+                os.kill(pid, signal.SIGKILL)
+                killed.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for w in range(30):
+                tg.start_soon(writer, w)
+    assert killed.is_set() and failures  # the kill cost some writes their commit
+    assert len(acknowledged) + len(failures) == 30 * 40
+    shown = (await bus.read(key))[0]
+    assert {field: shown.get(field) for field in acknowledged} == acknowledged
+    await node.stop()
+    await node.start()
+    assert (await node.running.bus.read(key))[0] == shown
+
+
 async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:
     bus = node.running.bus
     await bus.apply(parse_key("/once", bus.own), PutValue({"a": 1}))
