@@ -351,7 +351,8 @@ async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
     node_factory: NodeFactory,
 ) -> None:
     """Thirty writers patch fields of their own into one key while the store's writer
-    process is killed (-9) once. Writes in its batches fail (they may or may not be on
+    process is killed (-9) once; every seventh write's caller leaves as soon as it is
+    handed over. Writes in the dead writer's batches fail (they may or may not be on
     disk) and a new writer takes over. Every acknowledged write is in the key, as the
     node shows it and after a restart, and the two agree."""
     node = await node_factory(compact_after=20)
@@ -366,13 +367,20 @@ async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
     async def writer(w: int) -> None:
         for n in range(40):
             field = f"w{w}_{n}"
+            if n % 7 == 3:  # a caller that goes away
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(bus.apply, key, Patch({field: n}))
+                        await anyio.lowlevel.checkpoint()
+                        scope.cancel()
+                continue
             try:
                 await bus.apply(key, Patch({field: n}))
             except StoreError as exc:
                 failures.append(exc)
                 continue
             acknowledged[field] = n
-            if len(acknowledged) == 300 and not killed.is_set():
+            if len(acknowledged) == 250 and not killed.is_set():
                 pid = store.writer_pid
                 assert pid is not None
                 os.kill(pid, signal.SIGKILL)
@@ -383,12 +391,61 @@ async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
             for w in range(30):
                 tg.start_soon(writer, w)
     assert killed.is_set() and failures  # the kill cost some writes their commit
-    assert len(acknowledged) + len(failures) == 30 * 40
+    assert len(acknowledged) + len(failures) == 30 * 34  # the others' callers left
+    with anyio.fail_after(10):
+        while True:  # the outcomes of the writes nobody waits for
+            if not store._in_flight and not store._jobs:
+                break
+            await anyio.sleep(0.01)
+    assert not bus._abandoned and not bus._told  # every outcome was taken
     shown = (await bus.read(key))[0]
     assert {field: shown.get(field) for field in acknowledged} == acknowledged
     await node.stop()
     await node.start()
     assert (await node.running.bus.read(key))[0] == shown
+
+
+async def test_a_write_whose_caller_left_and_whose_commit_failed_shows_nowhere(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller goes away while its write is on its way to disk, and the commit then
+    fails in the writer process. Nobody waits for that outcome, but the Doc held the
+    write: the node must drop it, not go on showing (and building on) a value the
+    disk never had."""
+    node = await node_factory()
+    bus = node.running.bus
+    key = parse_key("/left", bus.own)
+    await bus.apply(key, Patch({"a": 1}))
+    original = SQLiteStore._hand_over
+    broken: list[int] = []
+
+    def hand_over(store: SQLiteStore, child: Any) -> None:
+        if not broken:  # the next batch, the leaving write's: nothing to sign it with
+            broken.append(len(store._jobs))
+            store._jobs[0].messages = {}
+        original(store, child)
+
+    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    store = bus._store
+    assert isinstance(store, SQLiteStore)
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bus.apply, key, Patch({"gone": 2}))
+            await anyio.lowlevel.checkpoint()  # applied, and handed to the writer
+            assert broken == [1]
+            scope.cancel()
+    with anyio.fail_after(10):
+        while True:  # the writer process answers for the batch nobody waits for
+            if not store._in_flight and not store._jobs:
+                break
+            await anyio.sleep(0.01)
+    assert (await bus.read(key))[0] == {"a": 1}
+    await bus.apply(key, Patch({"b": 3}))
+    assert (await bus.read(key))[0] == {"a": 1, "b": 3}
+    assert not bus._abandoned and not bus._told  # every outcome was taken
+    await node.stop()
+    await node.start()
+    assert (await node.running.bus.read(key))[0] == {"a": 1, "b": 3}
 
 
 async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:

@@ -119,6 +119,11 @@ class Bus:
         # A write's entry -> the Doc's state right after it: its key's log is compacted
         # to that entry once it commits (taken from the live Doc, not re-read from disk).
         self._snapshots: dict[Entry, bytes] = {}
+        # Writes whose callers left before the outcome -> the Doc they were applied to,
+        # until the store tells it (_on_abandoned); and outcomes told before the caller
+        # (cancelled, but not yet resumed) could say so.
+        self._abandoned: dict[Entry, LiveDoc] = {}
+        self._told: dict[Entry, StoreError | None] = {}
         self._intake = Intake(
             self._docs,
             store,
@@ -461,26 +466,30 @@ class Bus:
 
         The caller noted each write as applying to its Doc when it changed the Doc (so
         the Doc is not evicted before the disk has the entry); it settles at its commit
-        (:meth:`_on_commit`), or here when it failed, was a replay or the caller left.
+        (:meth:`_on_commit`), or here when it failed or was a replay, or when the store
+        tells the outcome of a write whose caller left (:meth:`_on_abandoned`).
         """
         try:
-            stored = await self._store.append([entry for _, entry in writes], messages=messages)
+            stored = await self._store.append(
+                [entry for _, entry in writes], messages=messages, abandoned=self._on_abandoned
+            )
         except StoreError:
-            for live, entry in writes:
-                self._values.pop(entry, None)
-                self._origins.pop(entry, None)
-                for later in live.unsettled:  # applied on top of it, and may yet commit
-                    if later is not entry and later in self._values:
-                        self._values[later] = _STALE
-                self._docs.drop(live.key)  # the Doc may hold what the disk does not
+            self._failed(writes)
             raise
         except BaseException:  # the caller left before the outcome; the write may yet fail
-            for live, _ in writes:
+            for live, entry in writes:
                 live.unconfirmed = True
+                self._abandoned[entry] = live
+            told = [entry for _, entry in writes if entry in self._told]
+            if told:  # the outcome came while this task was being cancelled
+                self._on_abandoned(told, self._told.pop(told[0]))
+                for entry in told[1:]:
+                    self._told.pop(entry, None)
             raise
         finally:
             for live, entry in writes:
-                live.settled(entry)
+                if entry not in self._abandoned:
+                    live.settled(entry)
                 if self._snapshots.pop(entry, None) is not None:
                     self._compacting.discard(live.key)  # not committed: no snapshot there
         if len(stored) < len(writes):
@@ -489,6 +498,31 @@ class Bus:
                     self._values.pop(entry, None)
                     self._origins.pop(entry, None)
         return stored
+
+    def _failed(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
+        """Writes whose commit failed: their Docs hold what the disk does not."""
+        for live, entry in writes:
+            self._values.pop(entry, None)
+            self._origins.pop(entry, None)
+            for later in live.unsettled:  # applied on top of it, and may yet commit
+                if later is not entry and later in self._values:
+                    self._values[later] = _STALE
+            self._docs.drop(live.key)
+
+    def _on_abandoned(self, entries: Sequence[Entry], error: StoreError | None) -> None:
+        """The outcome of writes whose callers left: handled as those callers would
+        have (a failure drops the Doc), then settled on the Doc they were applied to."""
+        if entries and entries[0] not in self._abandoned:
+            self._told.update(dict.fromkeys(entries, error))  # its caller is not told yet
+            return
+        writes = [(self._abandoned.pop(entry), entry) for entry in entries]
+        if error is not None:
+            self._failed(writes)
+        for live, entry in writes:
+            live.settled(entry)
+            if not entry.seq:  # failed, or a replay: no event will take these
+                self._values.pop(entry, None)
+                self._origins.pop(entry, None)
 
     # -- entries from peers ------------------------------------------------
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from ..errors import StoreError
+
 __all__ = ["DocLog", "Entry", "KeyInfo", "SQLiteStore", "Store", "StoreStats"]
 
 
@@ -70,6 +72,9 @@ class KeyInfo:
 
 
 CommitListener = Callable[[list[Entry]], None]
+# Told the outcome of an append whose caller stopped waiting for it: its entries, and
+# None when they are stored (or were stored already), or why the append failed.
+Abandoned = Callable[[Sequence[Entry], StoreError | None], None]
 
 
 class Store(abc.ABC):
@@ -104,14 +109,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def append(
-        self, entries: Sequence[Entry], *, messages: Mapping[Entry, bytes] | None = None
+        self,
+        entries: Sequence[Entry],
+        *,
+        messages: Mapping[Entry, bytes] | None = None,
+        abandoned: Abandoned | None = None,
     ) -> list[Entry]:
         """Store entries durably, in order; return those stored (with ``seq`` set).
 
         An entry whose signature is already stored is a replay and is skipped. An
         entry with no signature yet is one this node authors: the store signs
         ``messages[entry]`` with its signer just before it writes it (off the
-        event loop), so the signature is set once the entry is durable.
+        event loop), so the signature is set once the entry is durable. A caller
+        cancelled while it waits stops waiting, not the append: ``abandoned`` is
+        then called with the outcome, once it is known.
         """
 
     @abc.abstractmethod

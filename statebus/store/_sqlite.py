@@ -27,7 +27,7 @@ from typing import Any
 import anyio.to_thread
 
 from ..errors import StoreError
-from . import CommitListener, DocLog, Entry, KeyInfo, Store, StoreStats
+from . import Abandoned, CommitListener, DocLog, Entry, KeyInfo, Store, StoreStats
 from ._writer import FRAME
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def folder_bounds(folder: str) -> tuple[str, str]:
 
 
 class _Job:
-    __slots__ = ("entries", "error", "future", "messages", "stored", "upto")
+    __slots__ = ("abandoned", "entries", "error", "future", "messages", "stored", "upto")
 
     def __init__(
         self,
@@ -55,11 +55,13 @@ class _Job:
         future: asyncio.Future[list[Entry]],
         upto: int = -1,
         messages: Mapping[Entry, bytes] | None = None,
+        abandoned: Abandoned | None = None,
     ) -> None:
         self.entries = entries
         self.messages = messages  # what to sign, for entries not signed yet
         self.future = future
         self.upto = upto  # >= 0: a compaction up to this seq
+        self.abandoned = abandoned  # told the outcome if the caller stopped waiting
         self.stored: list[Entry] = []
         self.error: StoreError | None = None
 
@@ -250,31 +252,44 @@ class SQLiteStore(Store):
         self._listener = listener
 
     async def append(
-        self, entries: Sequence[Entry], *, messages: Mapping[Entry, bytes] | None = None
+        self,
+        entries: Sequence[Entry],
+        *,
+        messages: Mapping[Entry, bytes] | None = None,
+        abandoned: Abandoned | None = None,
     ) -> list[Entry]:
         if not entries:
             return []
-        return await self._submit(entries, -1, messages)
+        return await self._submit(entries, -1, messages, abandoned)
 
     async def compact(self, snapshot: Entry, upto: int, *, message: bytes | None = None) -> None:
         await self._submit([snapshot], upto, None if message is None else {snapshot: message})
 
     async def _submit(
-        self, entries: Sequence[Entry], upto: int, messages: Mapping[Entry, bytes] | None = None
+        self,
+        entries: Sequence[Entry],
+        upto: int,
+        messages: Mapping[Entry, bytes] | None = None,
+        abandoned: Abandoned | None = None,
     ) -> list[Entry]:
         if self._state != "open" or self._loop is None:
             raise StoreError(f"the store is {self._state}")
         while self._outstanding >= self._max_pending:
             room: asyncio.Future[None] = self._loop.create_future()
             self._room.append(room)
-            await room
+            try:
+                await room
+            except asyncio.CancelledError:
+                if abandoned is not None:  # never submitted: nothing of it is stored
+                    abandoned(entries, StoreError("the write was not stored: its caller left"))
+                raise
         self._outstanding += 1
         future: asyncio.Future[list[Entry]] = self._loop.create_future()
-        self._jobs.append(_Job(entries, future, upto, messages))
+        self._jobs.append(_Job(entries, future, upto, messages, abandoned))
         if not self._send_now():
             self._wake.set()
-        # A cancelled caller cancels only its wait: the job is committed anyway,
-        # and _finish skips a future that is done.
+        # A cancelled caller cancels only its wait: the job is committed anyway, and
+        # _finish tells its outcome to ``abandoned`` instead of the cancelled future.
         return await future
 
     def _send_now(self) -> bool:
@@ -405,6 +420,11 @@ class SQLiteStore(Store):
                 free -= 1
         for job in jobs:
             if job.future.done():
+                if job.abandoned is not None and job.future.cancelled():
+                    try:
+                        job.abandoned(job.entries, job.error)
+                    except Exception:
+                        log.exception("the outcome of an abandoned write was not taken")
                 continue
             if job.error is not None:
                 job.future.set_exception(job.error)
