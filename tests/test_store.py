@@ -52,6 +52,38 @@ async def test_concurrent_appends_share_commits(tmp_path: Path) -> None:
         assert await store.head() == 300
 
 
+async def test_an_append_whose_caller_left_tells_its_outcome_to_abandoned(
+    tmp_path: Path,
+) -> None:
+    """A cancelled caller stops waiting, not the append: whoever handed it over is told
+    the outcome. Also for a caller that left while it waited for room (never stored)."""
+    told: dict[str, StoreError | None] = {}
+    both = anyio.Event()
+
+    def abandoned(entries: Any, error: StoreError | None) -> None:
+        told.update(dict.fromkeys((e.key for e in entries), error))
+        if len(told) == 2:
+            both.set()
+
+    async def append(key: str, n: int) -> None:
+        await store.append([entry(key, n)], abandoned=abandoned)
+
+    async with SQLiteStore(tmp_path / "db", max_pending=1) as store:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(append, "/~n/left", 1)
+                await anyio.lowlevel.checkpoint()  # handed to the writer process
+                tg.start_soon(append, "/~n/queued", 2)
+                await anyio.lowlevel.checkpoint()  # waits for room: one job at a time
+                scope.cancel()
+        with anyio.fail_after(10):
+            await both.wait()
+        assert told["/~n/left"] is None  # committed, with nobody waiting for it
+        assert isinstance(told["/~n/queued"], StoreError)  # never handed over
+        assert len((await store.load("/~n/left")).entries) == 1
+        assert (await store.load("/~n/queued")).entries == []
+
+
 async def test_a_replayed_entry_is_not_stored_twice(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "db") as store:
         original = entry("/~n/a", 1)
