@@ -448,6 +448,35 @@ async def test_a_write_whose_caller_left_and_whose_commit_failed_shows_nowhere(
     assert (await node.running.bus.read(key))[0] == {"a": 1, "b": 3}
 
 
+async def test_a_failed_write_to_a_sealed_document_keeps_nothing_for_its_event(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sealed document's write keeps its plain update for its event until it commits;
+    a write whose commit fails has no event, and must not leave that behind."""
+    node = await node_factory()
+    bus = node.running.bus
+    key = parse_key("/sealed", bus.own)
+    await bus.apply(key, Patch({"a": 1}), encrypt_to=frozenset())
+    original = SQLiteStore._hand_over
+
+    def hand_over(store: SQLiteStore, child: Any) -> None:
+        for job in store._jobs:  # nothing to sign them with: the batch fails
+            job.messages = {}
+        original(store, child)
+
+    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    for n in range(3):
+        try:
+            await bus.apply(key, Patch({"b": n}))
+        except StoreError:
+            pass
+        else:
+            raise AssertionError("the write was stored with nothing to sign it with")
+    assert not bus._plain and not bus._values and not bus._origins
+    monkeypatch.setattr(SQLiteStore, "_hand_over", original)
+    assert (await bus.read(key))[0] == {"a": 1}
+
+
 async def test_concurrent_first_reads_load_a_document_once(node: Node) -> None:
     bus = node.running.bus
     await bus.apply(parse_key("/once", bus.own), PutValue({"a": 1}))

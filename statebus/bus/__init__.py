@@ -495,15 +495,19 @@ class Bus:
         if len(stored) < len(writes):
             for _, entry in writes:
                 if not entry.seq:
-                    self._values.pop(entry, None)
-                    self._origins.pop(entry, None)
+                    self._forget(entry)
         return stored
+
+    def _forget(self, entry: Entry) -> None:
+        """Drop what was kept for an entry's event: it failed, or was a replay."""
+        self._values.pop(entry, None)
+        self._origins.pop(entry, None)
+        self._plain.pop(entry, None)
 
     def _failed(self, writes: list[tuple[LiveDoc, Entry]]) -> None:
         """Writes whose commit failed: their Docs hold what the disk does not."""
         for live, entry in writes:
-            self._values.pop(entry, None)
-            self._origins.pop(entry, None)
+            self._forget(entry)
             for later in live.unsettled:  # applied on top of it, and may yet commit
                 if later is not entry and later in self._values:
                     self._values[later] = _STALE
@@ -521,8 +525,7 @@ class Bus:
         for live, entry in writes:
             live.settled(entry)
             if not entry.seq:  # failed, or a replay: no event will take these
-                self._values.pop(entry, None)
-                self._origins.pop(entry, None)
+                self._forget(entry)
 
     # -- entries from peers ------------------------------------------------
 
