@@ -45,6 +45,24 @@ async def write_many(
             tg.start_soon(writer, start)
 
 
+def fail_batches(monkeypatch: pytest.MonkeyPatch, count: int | None = 1) -> list[int]:
+    """Make the next ``count`` batches handed to the store's writer process (None: every
+    one) fail there for real: their jobs arrive with nothing to sign their entries with.
+    Returns the sizes of the batches broken so far (``monkeypatch.undo()`` stops it)."""
+    original = SQLiteStore._hand_over
+    broken: list[int] = []
+
+    def hand_over(store: SQLiteStore, child: Any) -> None:
+        if count is None or len(broken) < count:
+            broken.append(len(store._jobs))
+            for job in store._jobs:
+                job.messages = {}
+        original(store, child)
+
+    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    return broken
+
+
 async def test_a_reader_that_never_reads_does_not_grow_memory(node_factory: NodeFactory) -> None:
     node = await node_factory(queue_limit=64)
     bus = node.running.bus
@@ -260,16 +278,7 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
     await bus.apply(key, Patch({"a": 1}))
     await bus.apply(key, Patch({"b": 2}))  # A makes the tail 3 entries; B, 4: a snapshot
     monkeypatch.setattr(_sqlite, "IN_FLIGHT", 1)  # B's batch leaves once A's is answered
-    original = SQLiteStore._hand_over
-    broken: list[int] = []
-
-    def hand_over(store: SQLiteStore, child: Any) -> None:
-        if not broken:  # the next batch, A's alone: nothing to sign it with, so it fails
-            broken.append(len(store._jobs))
-            store._jobs[0].messages = {}
-        original(store, child)
-
-    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    broken = fail_batches(monkeypatch)  # the next batch, A's alone
     store = bus._store
     assert isinstance(store, SQLiteStore)
     writer = store.writer_pid
@@ -416,16 +425,7 @@ async def test_a_write_whose_caller_left_and_whose_commit_failed_shows_nowhere(
     bus = node.running.bus
     key = parse_key("/left", bus.own)
     await bus.apply(key, Patch({"a": 1}))
-    original = SQLiteStore._hand_over
-    broken: list[int] = []
-
-    def hand_over(store: SQLiteStore, child: Any) -> None:
-        if not broken:  # the next batch, the leaving write's: nothing to sign it with
-            broken.append(len(store._jobs))
-            store._jobs[0].messages = {}
-        original(store, child)
-
-    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    broken = fail_batches(monkeypatch)  # the next batch, the leaving write's
     store = bus._store
     assert isinstance(store, SQLiteStore)
     with anyio.CancelScope() as scope:
@@ -457,14 +457,7 @@ async def test_a_failed_write_to_a_sealed_document_keeps_nothing_for_its_event(
     bus = node.running.bus
     key = parse_key("/sealed", bus.own)
     await bus.apply(key, Patch({"a": 1}), encrypt_to=frozenset())
-    original = SQLiteStore._hand_over
-
-    def hand_over(store: SQLiteStore, child: Any) -> None:
-        for job in store._jobs:  # nothing to sign them with: the batch fails
-            job.messages = {}
-        original(store, child)
-
-    monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
+    fail_batches(monkeypatch, count=None)
     for n in range(3):
         try:
             await bus.apply(key, Patch({"b": n}))
@@ -473,7 +466,7 @@ async def test_a_failed_write_to_a_sealed_document_keeps_nothing_for_its_event(
         else:
             raise AssertionError("the write was stored with nothing to sign it with")
     assert not bus._plain and not bus._values and not bus._origins
-    monkeypatch.setattr(SQLiteStore, "_hand_over", original)
+    monkeypatch.undo()
     assert (await bus.read(key))[0] == {"a": 1}
 
 
