@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
-from statebus.bus import Patch, PutValue
+from statebus.bus import Bus, Patch, PutValue
 from statebus.bus._docs import LiveDoc
 from statebus.errors import StoreError
 from statebus.keys import parse_key
@@ -234,9 +234,9 @@ async def test_writes_whose_callers_leave_are_kept_and_the_key_still_compacts(
     node_factory: NodeFactory,
 ) -> None:
     """A caller that goes away mid-write (a client disconnecting) does not take the
-    write with it: the writer commits it anyway. Its Doc can no longer be trusted as
-    a snapshot of the log (that write might yet have failed), so the key is compacted
-    from its committed entries instead, and nothing is lost either way."""
+    write with it: the writer commits it anyway. Until that outcome is known its Doc
+    cannot be trusted as a snapshot of the log (the write might yet fail), so the key
+    is compacted from its committed entries meanwhile, and nothing is lost either way."""
     node = await node_factory(compact_after=20)
     bus = node.running.bus
     key = parse_key("/left", bus.own)
@@ -262,6 +262,50 @@ async def test_writes_whose_callers_leave_are_kept_and_the_key_still_compacts(
     assert value["kept"] == 0
     assert all(value[f"left{n}"] == n for n in range(1, 11))
     assert value["last"] >= 190
+
+
+async def test_once_the_writes_whose_callers_left_commit_the_key_compacts_live_again(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While writes whose callers left are on their way, the key is compacted from its
+    committed log (read back in a worker thread); once the store has told their
+    outcome, and they all committed, from the live Doc again, as any busy key is."""
+    node = await node_factory(compact_after=20)
+    bus = node.running.bus
+    key = parse_key("/back", bus.own)
+    store = bus._store
+    assert isinstance(store, SQLiteStore)
+    await bus.apply(key, Patch({"kept": 0}))
+    for n in range(1, 4):  # each caller cancelled once its write is on its way
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bus.apply, key, Patch({f"left{n}": n}))
+                await anyio.lowlevel.checkpoint()
+                scope.cancel()
+    with anyio.fail_after(10):
+        while True:  # the outcomes nobody waits for
+            if not store._in_flight and not store._jobs:
+                break
+            await anyio.sleep(0.01)
+    from_log: list[str] = []
+    compact = Bus.compact
+
+    async def counted(self: Bus, canonical: str) -> bool:
+        from_log.append(canonical)
+        return await compact(self, canonical)
+
+    monkeypatch.setattr(Bus, "compact", counted)
+    for n in range(60):
+        await bus.apply(key, Patch({"n": n}))
+    with anyio.fail_after(10):
+        while True:  # the snapshot goes to disk in the background
+            log = await store.load(key.canonical)
+            if log.entries[0].snapshot:
+                break
+            await anyio.sleep(0.02)
+    assert from_log == []
+    value = (await bus.read(key))[0]
+    assert value == {"kept": 0, "left1": 1, "left2": 2, "left3": 3, "n": 59}
 
 
 async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(

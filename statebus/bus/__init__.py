@@ -526,6 +526,11 @@ class Bus:
             live.settled(entry)
             if not entry.seq:  # failed, or a replay: no event will take these
                 self._forget(entry)
+        if error is None:
+            left = set(map(id, self._abandoned.values()))
+            for live, _ in writes:
+                if id(live) not in left:  # every write whose caller left is on disk now
+                    live.unconfirmed = False
 
     # -- entries from peers ------------------------------------------------
 

@@ -54,8 +54,8 @@ class LiveDoc:
         self.measure(log)
         # Entries applied here and not yet committed (or failed), oldest first.
         self.unsettled: dict[Entry, None] = {}
-        # A write applied here whose caller left before its outcome, which may have
-        # failed: the Doc's state is then not a safe snapshot of its log.
+        # A write applied here whose caller left, and whose outcome is not known yet
+        # (it may fail): the Doc's state is then not a safe snapshot of its log.
         self.unconfirmed = False
         # Done once no write applied here is on its way to disk, for a Doc dropped from
         # the cache meanwhile (DocCache.drop): the key's next load waits for it.
