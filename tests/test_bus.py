@@ -18,8 +18,8 @@ from pycrdt import Doc, Map
 from statebus.bus import Bus, Patch, PutValue
 from statebus.bus._docs import LiveDoc
 from statebus.errors import StoreError
-from statebus.keys import parse_key
-from statebus.store import DocLog, _sqlite
+from statebus.keys import Key, parse_key
+from statebus.store import DocLog, Store, _sqlite
 from statebus.store._sqlite import SQLiteStore
 from statebus.values import normalize
 from tests.conftest import Node, NodeFactory
@@ -61,6 +61,35 @@ def fail_batches(monkeypatch: pytest.MonkeyPatch, count: int | None = 1) -> list
 
     monkeypatch.setattr(SQLiteStore, "_hand_over", hand_over)
     return broken
+
+
+async def leave(bus: Bus, key: Key, patch: dict[str, Any]) -> None:
+    """A write whose caller goes away once it is on its way to disk (a client that
+    disconnects): the write runs up to its commit wait, then the caller is cancelled."""
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bus.apply, key, Patch(patch))
+            await anyio.lowlevel.checkpoint()
+            scope.cancel()
+
+
+async def writer_idle(store: SQLiteStore) -> None:
+    """Until the writer process has answered for every batch, those nobody waits for too."""
+    with anyio.fail_after(10):
+        while True:
+            if not store._in_flight and not store._jobs:
+                return
+            await anyio.sleep(0.01)
+
+
+async def compacted_log(store: Store, canonical: str) -> DocLog:
+    """The key's log once it starts with a snapshot (compaction commits in the background)."""
+    with anyio.fail_after(10):
+        while True:
+            log = await store.load(canonical)
+            if log.entries[0].snapshot:
+                return log
+            await anyio.sleep(0.02)
 
 
 async def test_a_reader_that_never_reads_does_not_grow_memory(node_factory: NodeFactory) -> None:
@@ -242,11 +271,7 @@ async def test_writes_whose_callers_leave_are_kept_and_the_key_still_compacts(
     key = parse_key("/left", bus.own)
     await bus.apply(key, Patch({"kept": 0}))
     for n in range(1, 11):  # each caller cancelled once its write is on its way
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(bus.apply, key, Patch({f"left{n}": n}))
-                await anyio.lowlevel.checkpoint()  # the write runs up to its commit wait
-                scope.cancel()
+        await leave(bus, key, {f"left{n}": n})
     await write_many(node, "/left", 200, writers=10)
     canonical = f"/~{bus.own}/left"
     with anyio.fail_after(10):
@@ -277,16 +302,8 @@ async def test_once_the_writes_whose_callers_left_commit_the_key_compacts_live_a
     assert isinstance(store, SQLiteStore)
     await bus.apply(key, Patch({"kept": 0}))
     for n in range(1, 4):  # each caller cancelled once its write is on its way
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(bus.apply, key, Patch({f"left{n}": n}))
-                await anyio.lowlevel.checkpoint()
-                scope.cancel()
-    with anyio.fail_after(10):
-        while True:  # the outcomes nobody waits for
-            if not store._in_flight and not store._jobs:
-                break
-            await anyio.sleep(0.01)
+        await leave(bus, key, {f"left{n}": n})
+    await writer_idle(store)  # the outcomes nobody waits for
     from_log: list[str] = []
     compact = Bus.compact
 
@@ -297,12 +314,7 @@ async def test_once_the_writes_whose_callers_left_commit_the_key_compacts_live_a
     monkeypatch.setattr(Bus, "compact", counted)
     for n in range(60):
         await bus.apply(key, Patch({"n": n}))
-    with anyio.fail_after(10):
-        while True:  # the snapshot goes to disk in the background
-            log = await store.load(key.canonical)
-            if log.entries[0].snapshot:
-                break
-            await anyio.sleep(0.02)
+    await compacted_log(store, key.canonical)
     assert from_log == []
     value = (await bus.read(key))[0]
     assert value == {"kept": 0, "left1": 1, "left2": 2, "left3": 3, "n": 59}
@@ -385,12 +397,7 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
     for n in range(5):  # enough writes for the key to be compacted again
         await bus.apply(key, Patch({"then": n}))
     expected["then"] = 4
-    with anyio.fail_after(10):
-        while True:  # the compaction goes to disk in the background
-            log = await bus._store.load(key.canonical)
-            if log.entries[0].snapshot:
-                break
-            await anyio.sleep(0.02)
+    log = await compacted_log(bus._store, key.canonical)
     rebuilt: Doc[Any] = Doc()
     for entry in log.entries:
         rebuilt.apply_update(entry.update)
@@ -421,11 +428,7 @@ async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
         for n in range(40):
             field = f"w{w}_{n}"
             if n % 7 == 3:  # a caller that goes away
-                with anyio.CancelScope() as scope:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(bus.apply, key, Patch({field: n}))
-                        await anyio.lowlevel.checkpoint()
-                        scope.cancel()
+                await leave(bus, key, {field: n})
                 continue
             try:
                 await bus.apply(key, Patch({field: n}))
@@ -445,11 +448,7 @@ async def test_a_writer_process_killed_under_load_loses_no_acknowledged_write(
                 tg.start_soon(writer, w)
     assert killed.is_set() and failures  # the kill cost some writes their commit
     assert len(acknowledged) + len(failures) == 30 * 34  # the others' callers left
-    with anyio.fail_after(10):
-        while True:  # the outcomes of the writes nobody waits for
-            if not store._in_flight and not store._jobs:
-                break
-            await anyio.sleep(0.01)
+    await writer_idle(store)  # the outcomes of the writes nobody waits for
     assert not bus._abandoned and not bus._told  # every outcome was taken
     shown = (await bus.read(key))[0]
     assert {field: shown.get(field) for field in acknowledged} == acknowledged
@@ -472,17 +471,9 @@ async def test_a_write_whose_caller_left_and_whose_commit_failed_shows_nowhere(
     broken = fail_batches(monkeypatch)  # the next batch, the leaving write's
     store = bus._store
     assert isinstance(store, SQLiteStore)
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(bus.apply, key, Patch({"gone": 2}))
-            await anyio.lowlevel.checkpoint()  # applied, and handed to the writer
-            assert broken == [1]
-            scope.cancel()
-    with anyio.fail_after(10):
-        while True:  # the writer process answers for the batch nobody waits for
-            if not store._in_flight and not store._jobs:
-                break
-            await anyio.sleep(0.01)
+    await leave(bus, key, {"gone": 2})
+    assert broken == [1]  # it was handed to the writer before its caller left
+    await writer_idle(store)  # the outcome of the batch nobody waits for
     assert (await bus.read(key))[0] == {"a": 1}
     await bus.apply(key, Patch({"b": 3}))
     assert (await bus.read(key))[0] == {"a": 1, "b": 3}
