@@ -481,10 +481,9 @@ class Bus:
                 live.unconfirmed = True
                 self._abandoned[entry] = live
             told = [entry for _, entry in writes if entry in self._told]
-            if told:  # the outcome came while this task was being cancelled
-                self._on_abandoned(told, self._told.pop(told[0]))
-                for entry in told[1:]:
-                    self._told.pop(entry, None)
+            if told:  # the outcome came while this task was being cancelled (one job's)
+                errors = [self._told.pop(entry) for entry in told]
+                self._on_abandoned(told, errors[0])
             raise
         finally:
             for live, entry in writes:
@@ -524,11 +523,11 @@ class Bus:
             self._failed(writes)
         for live, entry in writes:
             live.settled(entry)
-            if not entry.seq:  # failed, or a replay: no event will take these
-                self._forget(entry)
         if error is None:
             left = set(map(id, self._abandoned.values()))
-            for live, _ in writes:
+            for live, entry in writes:
+                if not entry.seq:  # a replay: no event will take it
+                    self._forget(entry)
                 if id(live) not in left:  # every write whose caller left is on disk now
                     live.unconfirmed = False
 
