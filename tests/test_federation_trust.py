@@ -152,6 +152,7 @@ async def test_a_replayed_old_entry_changes_nothing(node_factory: NodeFactory) -
             entries = (await a.running.bus.log(f"/~{a.node_id}/x")).entries
             return entries[0].snapshot
 
+        await a.running.bus._store.signed()  # as a friend holds them: signed
         log_before = (await a.running.bus.log(f"/~{a.node_id}/x")).entries
         await eventually(compacted)
         head = a.running.bus.head

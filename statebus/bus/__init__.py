@@ -133,6 +133,7 @@ class Bus:
             may_write=may_write or (lambda writer, key: False),
         )
         self._listeners: list[CommitListener] = []
+        self._signed_listeners: list[CommitListener] = []
         self._head = 0
         self._closing = False
         self._tg: TaskGroup | None = None
@@ -147,6 +148,8 @@ class Bus:
         self._sealed = set(await self._store.sealed_keys())
         self._store.use_signer(self._identity.signing_secret())
         self._store.listen(self._on_commit)
+        self._store.listen_signed(self._on_signed)
+        await self._store.signed()  # what a crash left unsigned, before any peer reads it
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._tick)
@@ -373,7 +376,7 @@ class Bus:
         if not payloads:
             return live.head
         entries = []
-        messages = {}  # signed in the store's writer thread, off the loop
+        messages = {}  # signed by the store's writer process, behind the commit
         for payload in payloads:
             entry = Entry(
                 canonical,
@@ -567,11 +570,14 @@ class Bus:
         await self._intake.settle(writes)
         return result
 
-    def listen(self, listener: CommitListener) -> Callable[[], None]:
+    def listen(self, listener: CommitListener, *, signed: bool = False) -> Callable[[], None]:
         """Call ``listener`` with every committed batch (on the loop, never awaiting);
-        returns the function that stops it."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
+        returns the function that stops it. ``signed``: with every committed entry
+        once it has its signature instead (what may go to peers; this node's own
+        entries are signed a little after their commit, see :meth:`Store.listen_signed`)."""
+        listeners = self._signed_listeners if signed else self._listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
 
     async def digest(self, canonical: str) -> bytes | None:
         """The document's Yjs snapshot (delete set and state vector), None if never written;
@@ -644,6 +650,13 @@ class Bus:
                 listener(entries)
             except Exception:
                 log.exception("a commit listener failed")
+
+    def _on_signed(self, entries: list[Entry]) -> None:
+        for listener in self._signed_listeners:
+            try:
+                listener(entries)
+            except Exception:
+                log.exception("a listener of signed entries failed")
 
     # -- compaction --------------------------------------------------------
 

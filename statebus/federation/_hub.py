@@ -1,12 +1,13 @@
 """The hub: a node's sessions, what each peer wants, and where each committed entry goes.
 
-One bus listener (:meth:`Hub.route`) sees every committed batch, local or
-foreign, in seq order, and offers each entry to the sessions whose interests
-cover its key (the key or one of its folders: a dictionary lookup per folder)
-and whose peer may read it (:class:`Policy`), never back to the session it
-came from. Interests a node does not serve itself (a third namespace that a
-peer or a local reader asked for) are *wanted*: asked of every other peer,
-once, so that they relay (statebus style: fetching subscribes upstream).
+One bus listener (:meth:`Hub.route`) sees every committed entry, local or
+foreign, once it is signed (this node's own a little after their commit), and
+offers it to the sessions whose interests cover its key (the key or one of its
+folders: a dictionary lookup per folder) and whose peer may read it
+(:class:`Policy`), never back to the session it came from. Interests a node
+does not serve itself (a third namespace that a peer or a local reader asked
+for) are *wanted*: asked of every other peer, once, so that they relay
+(statebus style: fetching subscribes upstream).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class Hub:
         self._index: dict[str, set[Session]] = {}
         self._origin: dict[Entry, Session] = {}
         self._wanted: dict[str, anyio.Event] = {}
-        self._unlisten = bus.listen(self.route)
+        self._unlisten = bus.listen(self.route, signed=True)
 
     def close(self) -> None:
         self._unlisten()
@@ -109,7 +110,7 @@ class Hub:
     # -- routing -----------------------------------------------------------
 
     def route(self, entries: list[Entry]) -> None:
-        """The bus listener: offer each committed entry to the sessions that want it."""
+        """The bus listener: offer each committed, signed entry to the sessions that want it."""
         if not self._index:
             return
         for entry in entries:

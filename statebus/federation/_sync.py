@@ -58,8 +58,14 @@ def _select(entries: list[Entry], theirs: Digest) -> list[Entry]:
 
 
 async def lacking(session: Session, key: str, theirs: Digest) -> list[Entry]:
-    """The entries of ``key`` stored here that a copy in state ``theirs`` lacks."""
+    """The entries of ``key`` stored here that a copy in state ``theirs`` lacks, up to
+    the first this node has not signed yet: that one, and those after it, reach the
+    peer live once signed (its interest is registered before it is answered)."""
     entries = (await session.bus.log(key)).entries
+    for index, entry in enumerate(entries):
+        if not entry.signature:
+            entries = entries[:index]
+            break
     if len(entries) >= THREAD_AT:
         return await anyio.to_thread.run_sync(_select, entries, theirs)
     return _select(entries, theirs)

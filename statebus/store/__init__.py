@@ -108,6 +108,17 @@ class Store(abc.ABC):
         """Call ``listener`` on the event loop with every committed batch, in seq order."""
 
     @abc.abstractmethod
+    def listen_signed(self, listener: CommitListener) -> None:
+        """Call ``listener`` on the event loop with every committed entry once it has its
+        signature: peers' entries with their batch, this node's a little later (they
+        are signed behind their commit), each entry once."""
+
+    @abc.abstractmethod
+    async def signed(self) -> None:
+        """Sign every entry committed so far now (also those a previous run left), and
+        return once their signatures are stored."""
+
+    @abc.abstractmethod
     async def append(
         self,
         entries: Sequence[Entry],
@@ -119,8 +130,9 @@ class Store(abc.ABC):
 
         An entry whose signature is already stored is a replay and is skipped. An
         entry with no signature yet is one this node authors: the store signs
-        ``messages[entry]`` with its signer just before it writes it (off the
-        event loop), so the signature is set once the entry is durable. A caller
+        ``messages[entry]`` with its signer (off the event loop) once the entry is
+        durable, and sets the signature then (:meth:`listen_signed`); until it
+        does, ``load`` and ``entries_after`` return the entry with none. A caller
         cancelled while it waits stops waiting, not the append: ``abandoned`` is
         then called with the outcome, once it is known.
         """

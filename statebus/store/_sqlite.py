@@ -4,8 +4,9 @@ Every append waits for the fsync of the transaction that holds it; appends that
 arrive while a commit is in flight are batched into the next one, so a busy
 node pays one fsync per batch, not per request. The write connection lives in
 a helper process (``_writer.py``), which also signs the entries the node
-authors: it needs no GIL of ours, so a commit never waits for the event loop,
-and the loop only hands it a pickled batch and reads back the outcome. Reads
+authors, behind their commit: it needs no GIL of ours, so a commit never waits
+for the event loop, and the loop only hands it a pickled batch and reads back
+the outcome, then the signatures. Reads
 use their own connections in worker threads (WAL readers never block the
 writer), so no SQLite call ever runs on the event loop.
 """
@@ -28,7 +29,7 @@ import anyio.to_thread
 
 from ..errors import StoreError
 from . import Abandoned, CommitListener, DocLog, Entry, KeyInfo, Store, StoreStats
-from ._writer import FRAME
+from ._writer import FRAME, SIGNATURE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ IN_FLIGHT = 2  # batches handed to the writer process and not answered yet
 # fsync is then shared by enough writes), not only once the loop has taken in a
 # whole burst of requests.
 SEND_AT = 16
+
+
+def _signature(stored: bytes) -> bytes:
+    """An entry's signature as read from its row: b"" while it is still to be made."""
+    return stored if len(stored) == SIGNATURE_SIZE else b""
 
 
 def folder_bounds(folder: str) -> tuple[str, str]:
@@ -100,6 +106,11 @@ class SQLiteStore(Store):
         self._jobs: list[_Job] = []  # waiting for the next batch
         self._wake = asyncio.Event()
         self._listener: CommitListener | None = None
+        self._signed_listener: CommitListener | None = None
+        # Committed entries this node authors whose signature is still being made, by seq
+        # (as many as the writer process's backlog, BACKLOG or so).
+        self._unsigned: dict[int, Entry] = {}
+        self._hurried: dict[int, asyncio.Future[None]] = {}  # see signed()
         # Jobs submitted and not finished, bounded; submitters past the bound wait
         # in _room (a counter: asyncio.Semaphore costs a write more on the loop).
         self._max_pending = max_pending
@@ -107,10 +118,10 @@ class SQLiteStore(Store):
         self._room: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._child: asyncio.subprocess.Process | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._pumps: set[asyncio.Task[None]] = set()  # one per writer process, reading it
         # Batches sent to the writer process, not answered yet, each with that process.
         self._in_flight: deque[tuple[asyncio.subprocess.Process, list[_Job]]] = deque()
-        self._answers = asyncio.Event()  # a batch went out: its outcome will come
         self._readers = threading.local()
         self._reader_connections: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -126,14 +137,11 @@ class SQLiteStore(Store):
         self._state = "opening"
         self._loop = asyncio.get_running_loop()
         try:
-            self._child = await self._spawn()
+            self._start(await self._spawn())
         except BaseException:
             self._state = "closed"
             raise
-        self._tasks = [
-            self._loop.create_task(self._send_batches(), name="statebus-store-send"),
-            self._loop.create_task(self._read_outcomes(), name="statebus-store-outcomes"),
-        ]
+        self._sending = self._loop.create_task(self._send_batches(), name="statebus-store-send")
         self._state = "open"
 
     async def close(self) -> None:
@@ -141,10 +149,11 @@ class SQLiteStore(Store):
             return
         self._state = "closed"
         self._wake.set()
-        self._answers.set()
         # What was submitted is committed first.
-        await asyncio.shield(asyncio.gather(*self._tasks))
-        await self._stop_child()
+        if self._sending is not None:
+            await asyncio.shield(self._sending)
+        await self._stop_child()  # it signs what is left before it exits
+        await asyncio.shield(asyncio.gather(*self._pumps))
         with self._readers_lock:
             for conn in self._reader_connections:
                 conn.close()
@@ -175,6 +184,14 @@ class SQLiteStore(Store):
             raise StoreError(f"storage failed while opening {self._path}: {why}")
         return child
 
+    def _start(self, child: asyncio.subprocess.Process) -> None:
+        """Make ``child`` the writer process, and read everything it says from now on."""
+        assert self._loop is not None
+        self._child = child
+        pump = self._loop.create_task(self._pump(child), name="statebus-store-outcomes")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+
     async def _stop_child(self) -> None:
         child, self._child = self._child, None
         if child is None:
@@ -192,7 +209,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _send(child: asyncio.subprocess.Process, message: object) -> None:
         """Write a message to the writer process. If it is gone, nothing is sent and
-        nothing raised: its outcome never comes, so _read_outcomes fails the batch
+        nothing raised: its outcome never comes, so _pump fails the batch
         (uvloop raises RuntimeError on a closed pipe, asyncio only logs)."""
         assert child.stdin is not None
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -250,6 +267,21 @@ class SQLiteStore(Store):
 
     def listen(self, listener: CommitListener) -> None:
         self._listener = listener
+
+    def listen_signed(self, listener: CommitListener) -> None:
+        self._signed_listener = listener
+
+    async def signed(self) -> None:
+        child = self._child
+        if self._state != "open" or self._loop is None or child is None:
+            return
+        token = id(object())
+        done = self._hurried[token] = self._loop.create_future()
+        self._send(child, ("hurry", token))
+        try:
+            await done
+        finally:
+            self._hurried.pop(token, None)
 
     async def append(
         self,
@@ -321,63 +353,114 @@ class SQLiteStore(Store):
         jobs = self._take()
         self._send(child, ("batch", [job.rows() for job in jobs]))
         self._in_flight.append((child, jobs))
-        self._answers.set()
 
     async def _send_batches(self) -> None:
         """Hand the writer process every job that waits, as one batch, while fewer than
         IN_FLIGHT batches wait for their outcome: it commits one while the loop gathers
-        and sends the next, and what arrives meanwhile makes the next batch."""
+        and sends the next, and what arrives meanwhile makes the next batch. When the
+        writer process stopped, start another (also for the signatures still to come)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._child is None and self._unsigned and self._state == "open":
+                await self._restart()
             while self._jobs and len(self._in_flight) < IN_FLIGHT:
-                if self._child is None:  # the last one stopped: start another
-                    try:
-                        self._child = await self._spawn()
-                    except StoreError as exc:
-                        self._fail(self._take(), exc)
-                        continue
+                if self._child is None and not await self._restart():
+                    continue
                 child = self._child
+                assert child is not None
                 self._hand_over(child)
                 assert child.stdin is not None
-                with contextlib.suppress(ConnectionError):  # gone: _read_outcomes says so
+                with contextlib.suppress(ConnectionError):  # gone: _pump says so
                     await child.stdin.drain()
             if self._state == "closed" and not self._jobs and not self._in_flight:
                 return
 
-    async def _read_outcomes(self) -> None:
-        """Settle each batch, in the order sent, with the writer process's outcome."""
-        while True:
-            await self._answers.wait()
-            self._answers.clear()
-            while self._in_flight:
-                child, _jobs = self._in_flight[0]
-                outcomes = await self._receive(child)
-                _child, jobs = self._in_flight.popleft()
-                if outcomes is None:
-                    await self._lost(child, jobs)
-                else:
-                    self._settle(jobs, outcomes)
-                    self._finish(jobs)
-                self._wake.set()  # room for another batch
-            if self._state == "closed" and not self._jobs and not self._in_flight:
-                return
+    async def _restart(self) -> bool:
+        """Start a writer process in place of the one that stopped; False (and what
+        waits failed) if it cannot start. The new one signs, at once, what the old one
+        left unsigned; the entries it does not find so (their row compacted away, or
+        signed and saved by the old one just before it stopped) are settled here."""
+        lost = list(self._unsigned)
+        try:
+            self._start(await self._spawn())
+        except StoreError as exc:
+            self._fail(self._take(), exc)
+            return False
+        if lost and self._state == "open":
+            await self.signed()
+            await self._settle_lost([seq for seq in lost if seq in self._unsigned])
+        return True
 
-    async def _lost(self, child: asyncio.subprocess.Process, jobs: list[_Job]) -> None:
-        """The writer process stopped: fail what it held; the next batch starts another."""
+    async def _settle_lost(self, seqs: list[int]) -> None:
+        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+            marks = ",".join("?" * len(seqs))
+            rows = conn.execute(
+                f"SELECT seq, signature FROM entries WHERE snapshot = 0 AND seq IN ({marks})",
+                seqs,
+            )
+            return {seq: _signature(signature) for seq, signature in rows}
+
+        found: dict[int, bytes] = await self._read("reading signatures", run) if seqs else {}
+        self._take_signatures([(seq, found.get(seq, b"")) for seq in seqs])
+
+    async def _pump(self, child: asyncio.subprocess.Process) -> None:
+        """Take everything a writer process says: each batch's outcome, in the order
+        sent; the signatures it made behind them; the answers to signed()."""
+        while (message := await self._receive(child)) is not None:
+            if isinstance(message, list):
+                sent_to, jobs = self._in_flight.popleft()
+                assert sent_to is child
+                self._settle(jobs, message)
+                self._finish(jobs)
+                self._wake.set()  # room for another batch
+            elif message[0] == "signed":
+                self._take_signatures(message[1])
+            elif message[0] == "hurried" and message[1] in self._hurried:
+                self._hurried[message[1]].set_result(None)
+        await self._lost(child)
+
+    def _take_signatures(self, pairs: list[tuple[int, bytes]]) -> None:
+        """Set the signatures just made (b"": the entry is gone) and tell the listener
+        of signed entries about those this process was waiting for."""
+        signed = []
+        for seq, signature in pairs:
+            entry = self._unsigned.pop(seq, None)
+            if entry is not None and signature:
+                entry.signature = signature
+                signed.append(entry)
+        if signed and self._signed_listener is not None:
+            try:
+                self._signed_listener(signed)
+            except Exception:
+                log.exception("the listener of signed entries failed")
+
+    async def _lost(self, child: asyncio.subprocess.Process) -> None:
+        """A writer process stopped: fail what it held, before anything is handed to the
+        next one (whose pump takes outcomes from the same queue); the next batch, or
+        the signatures still to come, start that one."""
         if self._child is child:
             self._child = None
-        with contextlib.suppress(ProcessLookupError):
-            child.kill()
-        await child.wait()
         error = StoreError(
-            f"storage failed while committing: the store's writer process stopped "
-            f"(exit {child.returncode}); these writes may or may not be on disk"
+            "storage failed while committing: the store's writer process stopped; "
+            "these writes may or may not be on disk"
         )
-        log.error("%s", error.detail)
-        self._fail(jobs, error)
+        failed = bool(self._in_flight)
         while self._in_flight and self._in_flight[0][0] is child:
             self._fail(self._in_flight.popleft()[1], error)
+        for done in self._hurried.values():
+            if not done.done():
+                done.set_result(None)  # its answer never comes: the next one signs them
+        try:  # its output ended: it is exiting (a kill now could reap it under the
+            # loop's child watcher, which then warns of an unknown child)
+            await asyncio.wait_for(child.wait(), timeout=5)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            await child.wait()
+        if failed or self._state == "open":
+            log.error("%s (exit %s)", error.detail, child.returncode)
+        self._wake.set()
 
     def _fail(self, jobs: list[_Job], exc: Exception) -> None:
         error = exc if isinstance(exc, StoreError) else StoreError(f"storage failed: {exc}")
@@ -398,6 +481,8 @@ class SQLiteStore(Store):
                     entry.seq = seq
                     if job.upto < 0:  # appends are published; a compaction is not
                         job.stored.append(entry)
+                        if not signature:  # signed behind the commit: see _take_signatures
+                            self._unsigned[seq] = entry
         if failed:
             log.error("store commit of %d jobs failed: %s", len(jobs), outcomes[0])
             return
@@ -411,6 +496,12 @@ class SQLiteStore(Store):
                 self._listener(stored)
             except Exception:
                 log.exception("commit listener failed")
+        signed = [entry for entry in stored if entry.signature]  # peers' entries
+        if signed and self._signed_listener is not None:
+            try:
+                self._signed_listener(signed)
+            except Exception:
+                log.exception("the listener of signed entries failed")
         self._outstanding -= len(jobs)
         free = self._max_pending - self._outstanding
         while self._room and free > 0:  # each woken submitter checks the bound again
@@ -446,7 +537,7 @@ class SQLiteStore(Store):
                 (doc[0],),
             ).fetchall()
             entries = [
-                Entry(key, r[3], r[1], r[2], bool(r[4]), True, r[0], grant=r[5] or b"")
+                Entry(key, r[3], r[1], _signature(r[2]), bool(r[4]), True, r[0], grant=r[5] or b"")
                 for r in rows
             ]
             return DocLog(entries, int(doc[1]), bool(doc[2]))
@@ -476,8 +567,10 @@ class SQLiteStore(Store):
                     (key, after, limit),
                 ).fetchall()
             return [
-                Entry(r[1], r[4], r[2], r[3], bool(r[5]), bool(r[6]), r[0], grant=r[7] or b"")
-                for r in rows
+                Entry(
+                    doc, body, by, _signature(sig), bool(snap), bool(present), seq, grant=g or b""
+                )
+                for seq, doc, by, sig, body, snap, present, g in rows
             ]
 
         result: list[Entry] = await self._read(f"reading the log of {key}", run)

@@ -1,10 +1,21 @@
 """The store's writer: a helper process that owns the database's write connection.
 
 :class:`statebus.store.SQLiteStore` runs this file as a script (``python -I``)
-and sends it batches of jobs over its stdin; for each batch it signs the
-entries the node authors, writes them in one transaction, fsyncs, and answers
-over its stdout with what each job stored. A thread reads and signs the next
-batch while one commits. It runs in its own process for the
+and sends it batches of jobs over its stdin; for each batch it writes the
+entries in one transaction, fsyncs, and answers over its stdout with what each
+job stored. A thread reads the next batch while one commits.
+
+The entries the node authors are signed *behind* the commit (:class:`Signer`):
+a write is durable, and acknowledged, with its message stored in place of its
+signature, and a thread at idle priority signs it when a core is free. Ed25519
+signatures are deterministic, so a signature is never lost, only late: a
+restart signs what is left. Signing was a fifth of what the node spends on a
+durable write, on a core the event loop needs; peers, the only readers of
+signatures, get an entry once it is signed (``("signed", pairs)`` messages).
+A backlog past ``BACKLOG`` is signed at once, at normal priority, so it stays
+bounded on a machine with no idle time. Compaction snapshots are signed ahead.
+
+It runs in its own process for the
 sake of the GIL: a writer thread in the server's process had to win the GIL
 back from the busy event loop after every C call (each signature, each
 row), and those waits, not the disk, set how long a group commit took.
@@ -18,7 +29,9 @@ parent is the only one that writes to it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import pickle
 import queue
 import signal
@@ -26,6 +39,7 @@ import sqlite3
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,6 +47,11 @@ import nacl.bindings
 
 FRAME = struct.Struct("<I")
 SIGNATURE_SIZE = 64
+# What stands in an entry's signature column until it is signed: never 64 bytes long,
+# and unique per entry (the seq), as the (doc, signature) index needs.
+UNSIGNED = b"statebus/unsigned/"
+BACKLOG = 1024  # unsigned entries past which the committing thread signs too
+SIGN_CHUNK = 8  # entries the idle thread takes at a time
 
 # A log entry appears once per document: the UNIQUE index on (doc, signature)
 # makes a replayed entry an INSERT OR IGNORE no-op. Keyed by document first, a
@@ -47,12 +66,16 @@ CREATE TABLE IF NOT EXISTS {name} (
     signature BLOB NOT NULL,
     body BLOB NOT NULL,
     snapshot INTEGER NOT NULL,
-    grant_ BLOB
+    grant_ BLOB,
+    message BLOB
 );
 """
+# ``message``: what to sign, kept only while the entry is unsigned (a partial index
+# finds those at start).
 ENTRIES_INDEXES = """
 CREATE INDEX IF NOT EXISTS entries_by_doc ON entries(doc, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_once ON entries(doc, signature);
+CREATE INDEX IF NOT EXISTS entries_unsigned ON entries(seq) WHERE message IS NOT NULL;
 """
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -73,7 +96,8 @@ Row = tuple[str, str, bytes, bytes, bool, bool, bool, bytes, bytes | None]
 # A job: (upto, rows); upto >= 0 makes it a compaction (its one row, the snapshot,
 # replaces the document's entries up to that seq).
 Job = tuple[int, list[Row]]
-# What a job stored: per row, (seq, signature), seq 0 for a replay; or why it failed.
+# What a job stored: per row, (seq, signature), seq 0 for a replay and b"" for a
+# signature still to make; or why it failed.
 Outcome = list[tuple[int, bytes]] | str
 
 
@@ -120,61 +144,202 @@ def open_database(path: Path, synchronous: str) -> sqlite3.Connection:
     entry_columns = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
     if "grant_" not in entry_columns:  # a database made before write grants
         conn.execute("ALTER TABLE entries ADD COLUMN grant_ BLOB")
+    if "message" not in entry_columns:  # a database made before signing behind
+        conn.execute("ALTER TABLE entries ADD COLUMN message BLOB")
     if _signature_unique_alone(conn):  # made before entries_once
         _rebuild_entries(conn)
     conn.executescript(ENTRIES_INDEXES)
     return conn
 
 
+def signature_of(message: bytes, secret: bytes) -> bytes:
+    return bytes(nacl.bindings.crypto_sign(message, secret)[:SIGNATURE_SIZE])
+
+
 def sign(jobs: list[Job], secret: bytes | None) -> dict[int, bytes]:
-    """Signatures of the rows this node authors, by ``id(row)``; ValueError if a row
-    came unsigned with nothing to sign."""
+    """Signatures of the compaction snapshots this node authors, by ``id(row)`` (its
+    appends are signed behind); ValueError if a row came unsigned with nothing to
+    sign, or there is no key to sign it with."""
     signatures: dict[int, bytes] = {}
-    for _upto, rows in jobs:
+    for upto, rows in jobs:
         for row in rows:
             if row[2]:
                 continue
             message = row[8]
             if message is None or secret is None:
                 raise ValueError(f"an entry of {row[0]} came unsigned, with nothing to sign")
-            signed = nacl.bindings.crypto_sign(message, secret)
-            signatures[id(row)] = bytes(signed[:SIGNATURE_SIZE])
+            if upto >= 0:
+                signatures[id(row)] = signature_of(message, secret)
     return signatures
 
 
-class Writer:
-    """Commits batches of jobs, signed already, on one connection."""
+def _lower_priority() -> None:
+    """This thread runs only when a core would otherwise idle (SCHED_IDLE), or failing
+    that at the lowest priority (Linux sets both per thread)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class Signer:
+    """The committed entries still to sign, and those signed and not saved yet.
+
+    A thread at idle priority signs the oldest first; :meth:`sign_now` lets the
+    committing thread sign too. ``wake`` is called when the idle thread has
+    signed everything there was (the committing thread may be waiting for work).
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self.secret: bytes | None = None
+        self._todo: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._done: list[tuple[int, bytes]] = []
+        self._signing = 0  # entries the idle thread holds
+        self._changed = threading.Condition()
+        self._wake = wake
+        threading.Thread(target=self._run, name="signer", daemon=True).start()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._todo)
+
+    def use(self, secret: bytes) -> None:
+        with self._changed:
+            self.secret = secret
+            self._changed.notify_all()
+
+    def add(self, unsigned: list[tuple[int, bytes]]) -> None:
+        if unsigned:
+            with self._changed:
+                self._todo.extend(unsigned)
+                self._changed.notify_all()
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """The (seq, signature) pairs signed since the last take."""
+        with self._changed:
+            done, self._done = self._done, []
+        return done
+
+    def give_back(self, done: list[tuple[int, bytes]]) -> None:
+        """Pairs taken whose saving failed: saved with the next ones."""
+        with self._changed:
+            self._done[:0] = done
+
+    def sign_now(self, down_to: int) -> None:
+        """Sign the oldest entries in this thread until ``down_to`` are left; with 0,
+        also wait for those the idle thread holds."""
+        while True:
+            with self._changed:
+                if self.secret is None:
+                    return
+                if len(self._todo) <= down_to:
+                    if down_to == 0:
+                        self._changed.wait_for(lambda: self._signing == 0)
+                    return
+                secret = self.secret
+                chunk = [self._todo.popleft() for _ in range(min(64, len(self._todo) - down_to))]
+            signed = [(seq, signature_of(message, secret)) for seq, message in chunk]
+            with self._changed:
+                self._done.extend(signed)
+
+    def _run(self) -> None:
+        _lower_priority()
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._todo) and self.secret is not None)
+                secret = self.secret
+                assert secret is not None
+                chunk = [self._todo.popleft() for _ in range(min(SIGN_CHUNK, len(self._todo)))]
+                self._signing = len(chunk)
+            signed = [(seq, signature_of(message, secret)) for seq, message in chunk]
+            with self._changed:
+                self._done.extend(signed)
+                self._signing = 0
+                self._changed.notify_all()
+                finished = not self._todo
+            if finished:
+                self._wake()
+
+
+class Writer:
+    """Commits batches of jobs on one connection, and the signatures made behind them."""
+
+    def __init__(self, conn: sqlite3.Connection, synchronous: str = "FULL") -> None:
         self.conn = conn
+        self.synchronous = synchronous
         self.doc_ids: dict[str, int] = {}
         row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()
         self.next_seq = int(row[0]) + 1
+        # (seq, message) of the entries the last commit stored unsigned
+        self.unsigned: list[tuple[int, bytes]] = []
 
-    def commit(self, jobs: list[Job], signatures: dict[int, bytes] | str) -> list[Outcome]:
-        """One transaction for the whole batch: every job stored, or every job failed
-        (also when its signing failed: ``signatures`` is then why)."""
+    def left_unsigned(self) -> list[tuple[int, bytes]]:
+        """The entries stored unsigned before this process started, oldest first."""
+        return self.conn.execute(
+            "SELECT seq, message FROM entries WHERE message IS NOT NULL ORDER BY seq"
+        ).fetchall()
+
+    def save(self, signed: list[tuple[int, bytes]]) -> bool:
+        """Store signatures made since the last commit, in a transaction of their own
+        that is not fsynced: one lost is made again from its message at start."""
+        conn = self.conn
+        try:
+            conn.execute("PRAGMA synchronous=OFF")
+            conn.execute("BEGIN IMMEDIATE")
+            self._save(signed)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            print(f"statebus store: saving signatures failed: {exc}", file=sys.stderr)
+            return False
+        finally:
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return True
+
+    def _save(self, signed: list[tuple[int, bytes]]) -> None:
+        # A compacted entry's row is gone, or is the snapshot at its seq (no message).
+        self.conn.executemany(
+            "UPDATE entries SET signature = ?, message = NULL "
+            "WHERE seq = ? AND message IS NOT NULL",
+            [(signature, seq) for seq, signature in signed],
+        )
+
+    def commit(
+        self,
+        jobs: list[Job],
+        signatures: dict[int, bytes] | str,
+        signed: list[tuple[int, bytes]] = [],  # noqa: B006  (never changed)
+    ) -> list[Outcome]:
+        """One transaction for the whole batch, with the signatures ``signed`` made
+        since the last: every job stored, or every job failed (also when its
+        signing failed: ``signatures`` is then why)."""
+        self.unsigned = []
         if isinstance(signatures, str):
             return [f"storage failed while committing: {signatures}"] * len(jobs)
         conn, first_seq = self.conn, self.next_seq
         outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if signed:
+                self._save(signed)
             appends: list[Job] = []
             for job in jobs:  # appends in runs, compactions in their place between them
                 if job[0] >= 0:
-                    outcomes.extend(self._appends(appends, signatures))
+                    outcomes.extend(self._appends(appends))
                     appends = []
                     outcomes.append(self._snapshot(job, signatures))
                 else:
                     appends.append(job)
-            outcomes.extend(self._appends(appends, signatures))
+            outcomes.extend(self._appends(appends))
             conn.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self.next_seq = first_seq
             self.doc_ids.clear()  # ids made in the failed transaction are gone
+            self.unsigned = []
             why = f"storage failed while committing: {exc}"
             return [why] * len(jobs)
         return outcomes
@@ -197,25 +362,33 @@ class Writer:
             self.doc_ids[key] = doc_id
         return doc_id
 
-    def _appends(self, jobs: list[Job], signatures: dict[int, bytes]) -> list[Outcome]:
+    def _appends(self, jobs: list[Job]) -> list[Outcome]:
         """The appends of a run of jobs, in two statements (executemany)."""
-        rows: list[tuple[int, int, str, bytes, bytes, int, bytes | None]] = []
+        rows: list[tuple[int, int, str, bytes, bytes, int, bytes | None, bytes | None]] = []
         placed: list[tuple[int, int, int, bytes, Row]] = []  # (job, seq, doc, signature, row)
         for index, (_upto, job_rows) in enumerate(jobs):
             for row in job_rows:
-                signature = row[2] or signatures[id(row)]
                 seq, doc_id = self.next_seq, self._doc_id(row[0])
                 self.next_seq += 1
-                rows.append((seq, doc_id, row[1], signature, row[3], int(row[4]), row[7] or None))
-                placed.append((index, seq, doc_id, signature, row))
+                signature, message = row[2], None
+                if not signature:  # this node's: stored with its message, signed behind
+                    message = row[8]
+                    assert message is not None  # sign() refused the batch otherwise
+                    signature = UNSIGNED + seq.to_bytes(8, "big")
+                    self.unsigned.append((seq, message))
+                rows.append(
+                    (seq, doc_id, row[1], signature, row[3], int(row[4]), row[7] or None, message)
+                )
+                placed.append((index, seq, doc_id, signature if message is None else b"", row))
         outcomes: list[list[tuple[int, bytes]]] = [[] for _ in jobs]
         if not rows:
             return list(outcomes)
         conn = self.conn
         before = conn.total_changes
         conn.executemany(
-            "INSERT OR IGNORE INTO entries(seq, doc, author, signature, body, snapshot, grant_) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO entries"
+            "(seq, doc, author, signature, body, snapshot, grant_, message) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         inserted: set[int] | None = None  # None: every row went in (no replays)
@@ -288,6 +461,9 @@ def send(sink: BinaryIO, message: object) -> None:
     sink.flush()
 
 
+FLUSH = ("flush",)  # on the committing thread's queue: the idle signer is through
+
+
 def main() -> int:
     # Its life ends with its input, not with a signal to the node's process group
     # (Ctrl-C, a service manager's SIGTERM): the node, still closing, may yet send
@@ -299,35 +475,69 @@ def main() -> int:
     if config is None:
         return 0
     try:
-        writer = Writer(open_database(Path(config["path"]), config["synchronous"]))
+        synchronous = config["synchronous"]
+        writer = Writer(open_database(Path(config["path"]), synchronous), synchronous)
+        left = writer.left_unsigned()
     except sqlite3.Error as exc:
         send(sink, ("failed", f"opening {config['path']}: {exc}"))
         return 1
     send(sink, ("ready", writer.next_seq))
-    signed: queue.Queue[tuple[list[Job], dict[int, bytes] | str] | None] = queue.Queue(2)
-    threading.Thread(target=sign_ahead, args=(source, signed), daemon=True).start()
-    while (batch := signed.get()) is not None:
-        send(sink, writer.commit(*batch))
+    work: queue.Queue[Any] = queue.Queue(2)
+
+    def wake() -> None:
+        with contextlib.suppress(queue.Full):
+            work.put_nowait(FLUSH)
+
+    signer = Signer(wake)
+    signer.add(left)
+    threading.Thread(target=read_ahead, args=(source, work, signer), daemon=True).start()
+    while (item := work.get()) is not None:
+        signed = signer.take()
+        if item[0] == "batch":  # with its snapshots' signatures
+            outcomes = writer.commit(item[1], item[2], signed)
+            send(sink, outcomes)
+            if outcomes and isinstance(outcomes[0], str):
+                signer.give_back(signed)
+                continue
+            signer.add(writer.unsigned)
+            if signer.backlog > BACKLOG:
+                signer.sign_now(BACKLOG // 2)
+        else:  # FLUSH, or ("hurry", token): sign everything there is, now
+            if item[0] == "hurry":
+                signer.sign_now(0)
+                signed += signer.take()
+            if signed and not writer.save(signed):
+                signer.give_back(signed)
+                signed = []
+        if signed:
+            send(sink, ("signed", signed))
+        if item[0] == "hurry":
+            send(sink, ("hurried", item[1]))
+    signer.sign_now(0)  # the node closed: leave nothing for the next start to sign
+    if signed := signer.take():
+        writer.save(signed)
     writer.conn.close()
     return 0
 
 
-def sign_ahead(source: BinaryIO, signed: queue.Queue[Any]) -> None:
-    """Read the parent's messages and sign each batch while the one before it commits:
-    signing (about 20 us an entry) then overlaps the fsync instead of adding to it.
-    Both release the GIL. A None on the queue is the end of the input."""
+def read_ahead(source: BinaryIO, work: queue.Queue[Any], signer: Signer) -> None:
+    """Read the parent's messages and sign each batch's snapshots while the one before
+    it commits. A None on the queue is the end of the input."""
     secret: bytes | None = None
     try:
         while (message := receive(source)) is not None:
             if message[0] == "key":
                 secret = message[1]
+                signer.use(secret)
             elif message[0] == "batch":
                 try:
-                    signed.put((message[1], sign(message[1], secret)))
+                    work.put(("batch", message[1], sign(message[1], secret)))
                 except ValueError as exc:
-                    signed.put((message[1], str(exc)))
+                    work.put(("batch", message[1], str(exc)))
+            elif message[0] == "hurry":
+                work.put(message)
     finally:
-        signed.put(None)
+        work.put(None)
 
 
 if __name__ == "__main__":
