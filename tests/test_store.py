@@ -272,8 +272,13 @@ async def test_the_writer_process_signs_what_comes_unsigned_behind_its_commit(
                 tg.start_soon(append, unsigned[i : i + 3])
         await store.signed()
         log = await store.load("/~n/a")
+        last = [Entry("/~n/a", b"last", "author", b"")]
+        await store.append(last, messages={last[0]: b"message of last"})
     assert len(log.entries) == 300
     assert sorted(e.seq for e in told) == sorted(e.seq for e in stored)  # each one once
+    with contextlib.closing(sqlite3.connect(tmp_path / "db")) as conn:  # a clean stop
+        rows = conn.execute("SELECT signature, message FROM entries").fetchall()
+    assert len(rows) == 301 and all(len(sig) == 64 and m is None for sig, m in rows)
     by_seq = {e.seq: e for e in stored}
     for entry in log.entries:
         assert entry.signature == by_seq[entry.seq].signature
