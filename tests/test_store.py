@@ -272,10 +272,10 @@ async def test_the_writer_process_signs_what_comes_unsigned_behind_its_commit(
                 tg.start_soon(append, unsigned[i : i + 3])
         await store.signed()
         log = await store.load("/~n/a")
+        assert sorted(e.seq for e in told) == sorted(e.seq for e in stored)  # each one once
         last = [Entry("/~n/a", b"last", "author", b"")]
         await store.append(last, messages={last[0]: b"message of last"})
     assert len(log.entries) == 300
-    assert sorted(e.seq for e in told) == sorted(e.seq for e in stored)  # each one once
     with contextlib.closing(sqlite3.connect(tmp_path / "db")) as conn:  # a clean stop
         rows = conn.execute("SELECT signature, message FROM entries").fetchall()
     assert len(rows) == 301 and all(len(sig) == 64 and m is None for sig, m in rows)
@@ -284,6 +284,38 @@ async def test_the_writer_process_signs_what_comes_unsigned_behind_its_commit(
         assert entry.signature == by_seq[entry.seq].signature
         # raises if the signature is not of this entry's own message
         nacl.signing.VerifyKey(public).verify(b"message of " + entry.update, entry.signature)
+
+
+async def test_appends_are_durable_before_there_is_a_key_and_signed_once_it_comes(
+    tmp_path: Path,
+) -> None:
+    """Signing never holds up durability: with no key yet, appends commit, read back
+    unsigned and reach no listener of signed entries; the key signs them."""
+    public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
+    path = tmp_path / "db"
+    async with SQLiteStore(path) as store:
+        told: list[Entry] = []
+        store.listen_signed(told.extend)
+        mine = [Entry("/~n/a", f"mine {i}".encode(), "author", b"") for i in range(3)]
+        theirs = entry("/~n/a", 9)  # a peer's: signed already
+        stored = await store.append(
+            [mine[0], theirs, *mine[1:]], messages={e: b"m" + e.update for e in mine}
+        )
+        assert [e.seq for e in stored] == [1, 2, 3, 4]
+        assert told == [theirs]
+        await store.signed()  # nothing to sign with: returns, signs nothing
+        log = await store.load("/~n/a")
+        assert [bool(e.signature) for e in log.entries] == [False, True, False, False]
+        store.use_signer(secret)
+        await store.signed()
+        assert sorted(e.seq for e in told) == [1, 2, 3, 4]
+        log = await store.load("/~n/a")
+    for got in [log.entries[0], *log.entries[2:]]:
+        nacl.signing.VerifyKey(public).verify(b"m" + got.update, got.signature)
+    async with SQLiteStore(path) as store:  # and a restart keeps them so
+        assert [e.signature for e in (await store.load("/~n/a")).entries] == [
+            e.signature for e in log.entries
+        ]
 
 
 async def test_a_writer_process_killed_before_it_signed_leaves_nothing_unsigned(
@@ -351,9 +383,9 @@ async def test_entries_a_crash_left_unsigned_are_signed_at_the_next_start(
 
 
 async def test_an_entry_with_nothing_to_sign_fails_its_batch_alone(tmp_path: Path) -> None:
-    """The writer process signs a batch while the one before it commits; a batch it
-    cannot sign is refused whole (nothing of it stored), and the batches around it
-    are stored as usual."""
+    """The writer process reads a batch while the one before it commits; a batch with
+    an entry it could never sign is refused whole (nothing of it stored), and the
+    batches around it are stored as usual."""
     _public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
     async with SQLiteStore(tmp_path / "db") as store:
         store.use_signer(secret)

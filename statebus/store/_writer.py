@@ -157,18 +157,21 @@ def signature_of(message: bytes, secret: bytes) -> bytes:
 
 
 def sign(jobs: list[Job], secret: bytes | None) -> dict[int, bytes]:
-    """Signatures of the compaction snapshots this node authors, by ``id(row)`` (its
-    appends are signed behind); ValueError if a row came unsigned with nothing to
-    sign, or there is no key to sign it with."""
+    """Signatures of the compaction snapshots this node authors, by ``id(row)``;
+    ValueError if a row came unsigned with nothing to sign, or a snapshot with no
+    key to sign it with yet. (Appends are signed behind their commit, once there
+    is a key.)"""
     signatures: dict[int, bytes] = {}
     for upto, rows in jobs:
         for row in rows:
             if row[2]:
                 continue
             message = row[8]
-            if message is None or secret is None:
+            if message is None:
                 raise ValueError(f"an entry of {row[0]} came unsigned, with nothing to sign")
             if upto >= 0:
+                if secret is None:
+                    raise ValueError(f"no key to sign the snapshot of {row[0]} with")
                 signatures[id(row)] = signature_of(message, secret)
     return signatures
 
