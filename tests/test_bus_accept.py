@@ -131,6 +131,7 @@ async def test_the_own_namespace_comes_back_signed_by_itself(tmp_path: Path) -> 
         key = parse_key("/profile", identity.node_id)
         await old.apply(key, PutValue({"name": "Ada"}))
         await old.apply(key, PutValue({"name": "Ada", "bio": "engines"}))
+        await store.signed()  # as a friend holds them: signed (behind their commits)
         entries = (await old.log(key.canonical)).entries
     async with (
         SQLiteStore(tmp_path / "new", synchronous="OFF") as store,
