@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 
+from statebus.bus import PutValue
 from statebus.identity import NodeId, verify_entry
+from statebus.keys import parse_key
+from statebus.store import SQLiteStore
 from tests.conftest import Node, NodeFactory
 from tests.federated import (
     FAST,
@@ -276,3 +282,78 @@ async def test_sharing_rules_decide_what_peers_receive_and_relay(
     ]  # never the secret, never the sharing rules (/_acl)
     # what A shared with B alone stays with B
     assert sorted(await keys(c, a.node_id)) == [f"{ns}/posts/1", f"{ns}/posts/2"]
+
+
+async def test_entries_unsigned_at_a_peer_s_catch_up_reach_it_live_once_signed(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node signs its own entries behind their commits. A peer that catches up while
+    some are still unsigned (here: the writer process stopped between the commit of
+    a batch of big entries and their signing) is sent the signed ones, and the
+    others once signed, live, over the same link."""
+    a = await node_factory("a", **FAST)
+    b = await node_factory("b", **FAST)
+    await publish(a, "/", [b.node_id])
+    bus = a.running.bus
+    store = bus._store
+    assert isinstance(store, SQLiteStore)
+    writer = store.writer_pid
+    assert writer is not None
+    stopped = anyio.Event()
+    settle = SQLiteStore._settle
+
+    def stop_after_a_big_commit(self: SQLiteStore, jobs: list[Any], outcomes: list[Any]) -> None:
+        if self is store and len(jobs) >= 4 and not stopped.is_set():
+            # The batch's answer is here; its signatures (about 3 ms an entry: each
+            # message of 600 KB is hashed twice) are not.
+            os.kill(writer, signal.SIGSTOP)
+            stopped.set()
+        settle(self, jobs, outcomes)
+
+    monkeypatch.setattr(SQLiteStore, "_settle", stop_after_a_big_commit)
+    count = 24
+    names = [f"/~{a.node_id}/t/{i}" for i in range(count)]
+    pad = "x" * 600_000
+
+    async def arrived(i: int) -> bool:
+        held = await value(b, names[i])
+        return held is not None and held["i"] == i
+
+    async def write(i: int) -> None:
+        await bus.apply(parse_key(f"/t/{i}", bus.own), PutValue({"i": i, "p": pad}))
+
+    for i in range(4):  # one at a time (batches of one), and signed
+        await write(i)
+    await store.signed()
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(4, count):
+                tg.start_soon(write, i)
+            with anyio.fail_after(10):
+                await stopped.wait()
+            logs = [await store.load(name) for name in names]
+            signed = [i for i, log in enumerate(logs) if log.entries and log.entries[0].signature]
+            unsigned = [i for i, log in enumerate(logs) if log.entries and i not in signed]
+            assert signed and unsigned  # what the test is about: both kinds in the log
+            async with b.client() as http:
+                (await http.post("/_peers", json={"peer": share(a)})).raise_for_status()
+
+            async def caught_up() -> bool:
+                return all([await arrived(i) for i in signed])
+
+            await eventually(caught_up)
+            assert [i for i in unsigned if await arrived(i)] == []
+            os.kill(writer, signal.SIGCONT)
+    finally:
+        os.kill(writer, signal.SIGCONT)
+
+    async def all_arrived() -> bool:
+        return all([await arrived(i) for i in range(count)])
+
+    await eventually(all_arrived)
+    async with b.client() as http:
+        (status,) = (await http.get("/_peers")).json()["peers"]
+    assert status["connected"] and status["last_error"] is None  # one link throughout
+    for i, name in enumerate(names):
+        (entry,) = (await b.running.bus.log(name)).entries
+        verify_entry(NodeId(a.node_id), NodeId(a.node_id), f"/t/{i}", entry.update, entry.signature)
