@@ -290,7 +290,8 @@ async def test_appends_are_durable_before_there_is_a_key_and_signed_once_it_come
     tmp_path: Path,
 ) -> None:
     """Signing never holds up durability: with no key yet, appends commit, read back
-    unsigned and reach no listener of signed entries; the key signs them."""
+    unsigned and reach no listener of signed entries (up to a bound, then they are
+    refused); the key signs them."""
     public, secret = nacl.bindings.crypto_sign_seed_keypair(os.urandom(32))
     path = tmp_path / "db"
     async with SQLiteStore(path) as store:
@@ -306,9 +307,13 @@ async def test_appends_are_durable_before_there_is_a_key_and_signed_once_it_come
         await store.signed()  # nothing to sign with: returns, signs nothing
         log = await store.load("/~n/a")
         assert [bool(e.signature) for e in log.entries] == [False, True, False, False]
+        many = [Entry("/~n/b", b"%d" % i, "author", b"") for i in range(1021)]
+        await store.append(many, messages={e: b"m" + e.update for e in many})
+        with pytest.raises(StoreError, match="1024 entries wait for a key"):  # bounded
+            await store.append(mine[:1], messages={mine[0]: b"again"})
         store.use_signer(secret)
         await store.signed()
-        assert sorted(e.seq for e in told) == [1, 2, 3, 4]
+        assert sorted(e.seq for e in told) == list(range(1, 1026))
         log = await store.load("/~n/a")
     for got in [log.entries[0], *log.entries[2:]]:
         nacl.signing.VerifyKey(public).verify(b"m" + got.update, got.signature)

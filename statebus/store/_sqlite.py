@@ -40,6 +40,9 @@ IN_FLIGHT = 2  # batches handed to the writer process and not answered yet
 # fsync is then shared by enough writes), not only once the loop has taken in a
 # whole burst of requests.
 SEND_AT = 16
+# Entries to sign taken in before there is a key to sign them with, at the most (with
+# one, the writer process keeps its backlog near _writer.BACKLOG).
+UNSIGNED_WITHOUT_KEY = 1024
 
 
 def _signature(stored: bytes) -> bytes:
@@ -292,6 +295,11 @@ class SQLiteStore(Store):
     ) -> list[Entry]:
         if not entries:
             return []
+        if messages and self._secret is None and len(self._unsigned) >= UNSIGNED_WITHOUT_KEY:
+            raise StoreError(
+                f"storage refused the write: {len(self._unsigned)} entries wait for a key "
+                "to sign them with (use_signer)"
+            )
         return await self._submit(entries, -1, messages, abandoned)
 
     async def compact(self, snapshot: Entry, upto: int, *, message: bytes | None = None) -> None:
