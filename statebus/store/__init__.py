@@ -116,7 +116,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def signed(self) -> None:
         """Sign every entry committed so far now (also those a previous run left), and
-        return once their signatures are stored."""
+        return once their signatures are stored; with no signer yet, at once."""
 
     @abc.abstractmethod
     async def append(
