@@ -645,18 +645,10 @@ class Bus:
             for sub in targets:
                 sub.push(event)
         self._registry.flush()  # one write per parked reader for the whole batch
-        for listener in self._listeners:
-            try:
-                listener(entries)
-            except Exception:
-                log.exception("a commit listener failed")
+        _tell(self._listeners, entries)
 
     def _on_signed(self, entries: list[Entry]) -> None:
-        for listener in self._signed_listeners:
-            try:
-                listener(entries)
-            except Exception:
-                log.exception("a listener of signed entries failed")
+        _tell(self._signed_listeners, entries)
 
     # -- compaction --------------------------------------------------------
 
@@ -868,3 +860,11 @@ class Bus:
     async def _current(self, canonical: str) -> tuple[dict[str, Any] | None, bytes]:
         live = await self._docs.get(canonical)
         return (live.view.read() if live.exists else None), live.doc.get_update()
+
+
+def _tell(listeners: list[CommitListener], entries: list[Entry]) -> None:
+    for listener in listeners:
+        try:
+            listener(entries)
+        except Exception:
+            log.exception("a listener of committed entries failed")

@@ -437,9 +437,12 @@ class SQLiteStore(Store):
             if entry is not None and signature:
                 entry.signature = signature
                 signed.append(entry)
-        if signed and self._signed_listener is not None:
+        self._tell_signed(signed)
+
+    def _tell_signed(self, entries: list[Entry]) -> None:
+        if entries and self._signed_listener is not None:
             try:
-                self._signed_listener(signed)
+                self._signed_listener(entries)
             except Exception:
                 log.exception("the listener of signed entries failed")
 
@@ -504,12 +507,7 @@ class SQLiteStore(Store):
                 self._listener(stored)
             except Exception:
                 log.exception("commit listener failed")
-        signed = [entry for entry in stored if entry.signature]  # peers' entries
-        if signed and self._signed_listener is not None:
-            try:
-                self._signed_listener(signed)
-            except Exception:
-                log.exception("the listener of signed entries failed")
+        self._tell_signed([entry for entry in stored if entry.signature])  # peers' entries
         self._outstanding -= len(jobs)
         free = self._max_pending - self._outstanding
         while self._room and free > 0:  # each woken submitter checks the bound again
