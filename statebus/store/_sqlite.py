@@ -50,6 +50,15 @@ def _signature(stored: bytes) -> bytes:
     return stored if len(stored) == SIGNATURE_SIZE else b""
 
 
+def _tell(listener: CommitListener | None, entries: list[Entry]) -> None:
+    """Hand entries to a listener (if any, and any entries); its failure is logged."""
+    if entries and listener is not None:
+        try:
+            listener(entries)
+        except Exception:
+            log.exception("a listener of committed entries failed")
+
+
 def folder_bounds(folder: str) -> tuple[str, str]:
     """The key range [low, high) that holds every key under ``folder``."""
     return folder, folder[:-1] + chr(ord("/") + 1)
@@ -437,14 +446,7 @@ class SQLiteStore(Store):
             if entry is not None and signature:
                 entry.signature = signature
                 signed.append(entry)
-        self._tell_signed(signed)
-
-    def _tell_signed(self, entries: list[Entry]) -> None:
-        if entries and self._signed_listener is not None:
-            try:
-                self._signed_listener(entries)
-            except Exception:
-                log.exception("the listener of signed entries failed")
+        _tell(self._signed_listener, signed)
 
     async def _lost(self, child: asyncio.subprocess.Process) -> None:
         """A writer process stopped: fail what it held, before anything is handed to the
@@ -456,9 +458,10 @@ class SQLiteStore(Store):
             "storage failed while committing: the store's writer process stopped; "
             "these writes may or may not be on disk"
         )
-        failed = bool(self._in_flight)
+        failed = False  # whether it held writes
         while self._in_flight and self._in_flight[0][0] is child:
             self._fail(self._in_flight.popleft()[1], error)
+            failed = True
         for done in self._hurried.values():
             if not done.done():
                 done.set_result(None)  # its answer never comes: the next one signs them
@@ -502,12 +505,9 @@ class SQLiteStore(Store):
 
     def _finish(self, jobs: list[_Job]) -> None:
         stored = [entry for job in jobs for entry in job.stored]
-        if stored and self._listener is not None:
-            try:
-                self._listener(stored)
-            except Exception:
-                log.exception("commit listener failed")
-        self._tell_signed([entry for entry in stored if entry.signature])  # peers' entries
+        _tell(self._listener, stored)
+        # peers' entries come signed; this node's own are told once signed
+        _tell(self._signed_listener, [entry for entry in stored if entry.signature])
         self._outstanding -= len(jobs)
         free = self._max_pending - self._outstanding
         while self._room and free > 0:  # each woken submitter checks the bound again
