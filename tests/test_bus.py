@@ -30,15 +30,25 @@ BINARY = {"Accept": "application/octet-stream"}
 
 
 async def write_many(
-    node: Node, key: str, count: int, *, writers: int = 50, first: int = 0
+    node: Node,
+    key: str,
+    count: int,
+    *,
+    writers: int = 50,
+    first: int = 0,
+    apart: bool = False,
 ) -> None:
-    """``count`` PATCHes through the bus's one write path, ``writers`` at a time."""
+    """``count`` PATCHes through the bus's one write path, ``writers`` at a time.
+    ``apart``: each writer with an origin of its own, so that every write is an entry
+    (and an event) of its own; the writes of one origin in one turn of the loop are
+    gathered into one entry."""
     bus = node.running.bus
     parsed = parse_key(key, bus.own)
 
     async def writer(start: int) -> None:
+        origin = f"writer {start}" if apart else None
         for n in range(first + start, first + count, writers):
-            await bus.apply(parsed, Patch({f"f{n % 10}": n, "last": n}))
+            await bus.apply(parsed, Patch({f"f{n % 10}": n, "last": n}), origin=origin)
 
     async with anyio.create_task_group() as tg:
         for start in range(writers):
@@ -110,7 +120,7 @@ async def test_a_reader_that_never_reads_does_not_grow_memory(node_factory: Node
         before = tracemalloc.take_snapshot()
         largest = 0
         for thousand in range(10):  # 10,000 updates in all
-            await write_many(node, "/hot", 1000, first=thousand * 1000)
+            await write_many(node, "/hot", 1000, first=thousand * 1000, apart=True)
             largest = max(largest, bus.stats().largest_backlog)
         after = tracemalloc.take_snapshot()
     finally:
@@ -143,7 +153,7 @@ async def test_a_slow_reader_is_resynced_with_nothing_lost(node_factory: NodeFac
             first = await reader.data()
             mirror: Doc[Any] = Doc()
             mirror.apply_update(base64.b64decode(first.json()["update"]))
-            await write_many(node, "/slow", 300, writers=10)
+            await write_many(node, "/slow", 300, writers=10, apart=True)
             head = node.running.bus.stats().head
             seen: list[int] = []
             with anyio.fail_after(20):
@@ -372,7 +382,8 @@ async def test_a_write_after_a_failed_one_is_neither_hidden_nor_compacted_away(
             await watching.wait()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write, "failed", 3)
-                await anyio.lowlevel.checkpoint()  # A is applied and handed to the writer
+                while not broken:  # A is applied and handed to the writer
+                    await anyio.lowlevel.checkpoint()
                 assert broken == [1]
                 tg.start_soon(write, "kept", 4)
                 await failed.wait()
@@ -590,7 +601,7 @@ async def test_a_clean_stop_leaves_a_busy_key_as_one_snapshot(node_factory: Node
     entries is left alone."""
     node = await node_factory(compact_after=40)
     bus = node.running.bus
-    await write_many(node, "/tail", 30, writers=5)
+    await write_many(node, "/tail", 30, writers=5, apart=True)
     key = parse_key("/tail", bus.own)
     await bus.apply(key, Patch({"after": True}))  # a write after the concurrent ones
     await bus.apply(parse_key("/few", bus.own), Patch({"a": 1}))

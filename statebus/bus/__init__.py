@@ -5,8 +5,10 @@ owns the Doc cache, the subscriber registry and one task group for its
 background work (heartbeats, idle eviction, compaction).
 
 A write: :meth:`Bus.apply` runs the change in one pycrdt transaction (no await
-inside), signs the update it produced, and appends the entry to the store; the
-store's commit listener (:meth:`Bus._on_commit`, on the loop, in seq order)
+inside) and appends the update it produced to the store as one entry, to be
+signed by the store's writer process behind its commit; JSON writes to one key
+that come in the same turn of the loop share that transaction and entry
+(:meth:`Bus._gather`). The store's commit listener (:meth:`Bus._on_commit`, on the loop, in seq order)
 then publishes one :class:`Event` to every subscriber of the key and of its
 folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
 
@@ -18,9 +20,10 @@ every committed batch, local or foreign, in seq order.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -35,7 +38,7 @@ from ..identity import Identity, NodeId, entry_message
 from ..keys import Key, folders_of, parse_canonical
 from ..store import CommitListener, DocLog, Entry, KeyInfo, Store
 from ._accept import Accepted, Checked, Intake
-from ._changes import Change, Delete, Patch, PutUpdate, PutValue
+from ._changes import Change, Delete, Patch, PutUpdate, PutValue, Together
 from ._docs import DocCache, LiveDoc
 from ._events import HEARTBEAT, Event, Kind, Registry, Subscriber
 from ._history import replay, squash, value_at
@@ -61,6 +64,16 @@ _MISSING: Any = object()
 # commit failed: the entry's subscribers are resynchronised from the log instead.
 _STALE: Any = object()
 SNAPSHOTS_AT_CLOSE = 64  # documents folded at once at a clean stop (each holds its state)
+
+
+@dataclass(slots=True)
+class _Turn:
+    """The JSON writes to one key gathered in one turn of the loop, and their writers."""
+
+    key: Key
+    origin: str | None
+    changes: list[PutValue | Patch] = field(default_factory=list)
+    waiting: list[asyncio.Future[int]] = field(default_factory=list)
 
 
 def _sealed_away(live: LiveDoc) -> str:
@@ -116,6 +129,10 @@ class Bus:
         self._values: dict[Entry, Any] = {}
         self._origins: dict[Entry, str] = {}
         self._compacting: set[str] = set()
+        # Per key and origin, the JSON writes gathered in this turn of the loop (see
+        # _gather), and the tasks that write them.
+        self._gathering: dict[tuple[str, str | None], _Turn] = {}
+        self._turns: set[asyncio.Task[None]] = set()
         # A write's entry -> the Doc's state right after it: its key's log is compacted
         # to that entry once it commits (taken from the live Doc, not re-read from disk).
         self._snapshots: dict[Entry, bytes] = {}
@@ -164,6 +181,8 @@ class Bus:
     ) -> None:
         self._state = "closed"
         self.close_streams()
+        if self._turns:  # writes gathered already: written, as their writers expect
+            await asyncio.wait(set(self._turns))
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         try:
@@ -367,8 +386,88 @@ class Bus:
             raise Forbidden(f"{key.canonical} is sealed by its owner; only the owner writes it")
         if isinstance(change, Delete) and not live.exists:
             raise NotFound(f"{key.display(self.own)} holds no value to delete")
+        if (
+            isinstance(change, (Patch, PutValue))
+            and key.namespace == self.own
+            and live.sealed is None
+            and encrypt_to is None
+        ):
+            return await self._gather(key, change, origin)
         payloads = self._rekey(live, key, encrypt_to) if encrypt_to is not None else []
         update, exists = self._transact(live, change)
+        return await self._write(live, key, payloads, update, exists, grant, origin)
+
+    async def _gather(self, key: Key, change: PutValue | Patch, origin: str | None) -> int:
+        """Run a JSON write of the own namespace together with the others to its key that
+        come in the same turn of the loop: one transaction, one entry, one signature
+        and one row for them all, committed in the next turn (:meth:`_write_turn`).
+        Writes of different origins are kept apart: a reader is not sent its own
+        writes back, and must be sent everyone else's.
+
+        Under many writers of one key this takes most of a write's cost off the loop
+        and the writer process; a lone write waits one turn of the loop more. Writes
+        that were sent before another was acknowledged still come in their order; a
+        Yjs update or a DELETE sent meanwhile may come before the gathered writes (no
+        order can be seen among writes in flight together)."""
+        turn = self._gathering.get((key.canonical, origin))
+        loop = asyncio.get_running_loop()
+        if turn is None:
+            turn = self._gathering[key.canonical, origin] = _Turn(key, origin)
+            task = loop.create_task(self._write_turn(turn))  # runs behind this turn's writers
+            self._turns.add(task)
+            task.add_done_callback(self._turns.discard)
+        done: asyncio.Future[int] = loop.create_future()
+        turn.changes.append(change)
+        turn.waiting.append(done)
+        return await done
+
+    async def _write_turn(self, turn: _Turn) -> None:
+        """Write the changes gathered for a key in one turn, and tell each writer."""
+        key = turn.key
+        del self._gathering[key.canonical, turn.origin]  # a write from now on starts the next
+        together = Together(tuple(turn.changes), {})
+        try:
+            live = await self._docs.get(key.canonical)
+            if live.sealed is not None:
+                raise Conflict(
+                    f"{key.display(self.own)} was sealed while this write waited to be "
+                    "applied; it was not: write it again"
+                )
+            update, exists = self._transact(live, together)
+            version = await self._write(live, key, [], update, exists, b"", turn.origin)
+        except BaseException as exc:
+            for done in turn.waiting:
+                if done.done():
+                    continue  # its writer left
+                if isinstance(exc, Exception):
+                    done.set_exception(exc)
+                else:
+                    done.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for i, done in enumerate(turn.waiting):
+            if done.done():
+                continue
+            failed = together.failed.get(i)
+            if failed is None:
+                done.set_result(version)
+            else:
+                done.set_exception(failed)
+
+    async def _write(
+        self,
+        live: LiveDoc,
+        key: Key,
+        payloads: list[bytes],
+        update: bytes | None,
+        exists: bool,
+        grant: bytes,
+        origin: str | None,
+    ) -> int:
+        """Store what a change did to the key's Doc (``update``, after ``payloads``, the
+        sealed document's keys if any), durably; return the key's new version."""
+        canonical = key.canonical
         if update is not None and live.sealed is not None:
             payloads.append(self._sealer.seal(key, live.sealed, update))
         elif update is not None:

@@ -72,3 +72,22 @@ class Delete(Change):
 
     def run(self, view: DocValue) -> None:
         view.delete()
+
+
+@dataclass(frozen=True, slots=True)
+class Together(Change):
+    """JSON writes to one key that came in the same turn of the loop, run in their
+    order in one transaction (so they make one update and one entry: see
+    ``Bus._combine``). Each is run on its own: one that raises (none should, their
+    values were validated when parsed) does not stop the others; ``failed`` keeps
+    what it raised, by position."""
+
+    changes: tuple[PutValue | Patch, ...]
+    failed: dict[int, Exception]
+
+    def run(self, view: DocValue) -> None:
+        for i, change in enumerate(self.changes):
+            try:
+                change.run(view)
+            except Exception as exc:  # handed to that change's writer alone
+                self.failed[i] = exc
