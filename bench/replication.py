@@ -174,9 +174,11 @@ class _Node:
 
 
 async def _until_head(node: _Node, http: httpx.AsyncClient, head: int) -> None:
-    with anyio.fail_after(DEADLINE):
-        while await node.head(http) < head:  # noqa: ASYNC110 (another process's counter)
+    with anyio.move_on_after(DEADLINE):
+        while (reached := await node.head(http)) < head:  # noqa: ASYNC110 (another process's counter)
             await anyio.sleep(0.01)
+        return
+    raise BenchError(f"B holds {reached:,} entries after {DEADLINE:g} s, not {head:,}")
 
 
 def _signed_entries(identity: Identity, count: int) -> list[bytes]:

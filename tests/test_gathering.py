@@ -165,12 +165,48 @@ async def test_a_change_that_raises_fails_its_writer_alone(node_factory: NodeFac
     results = await asyncio.gather(
         bus.apply(key, Patch({"a": 1})),
         bus.apply(key, _Raising({"b": 2})),
-        bus.apply(key, PutValue({"start": True, "a": 1, "c": 3})),
+        bus.apply(key, Patch({"c": 3})),
         return_exceptions=True,
     )
     assert isinstance(results[1], RuntimeError)
     assert isinstance(results[0], int) and results[0] == results[2]
     assert (await bus.read(key))[0] == {"start": True, "a": 1, "c": 3}
+
+
+async def test_a_write_of_a_field_written_in_the_same_turn_is_an_event_of_its_own(
+    node_factory: NodeFactory,
+) -> None:
+    """A subscriber sees every value written, even when writes in flight together set
+    the same field (or the whole value): those are not gathered into one entry."""
+    node = await node_factory()
+    bus = node.running.bus
+    key = parse_key("/ticker", bus.own)
+    await bus.apply(key, Patch({"n": 0}))
+    told: list[Any] = []
+    ready, last = anyio.Event(), anyio.Event()
+
+    async def watch() -> None:
+        async with aclosing(bus.stream(key)) as events:
+            async for batch in events:
+                told.extend(event.value for event in batch)
+                ready.set()
+                if any((event.value or {}).get("n") == "whole" for event in batch):
+                    last.set()
+
+    writes: list[Patch | PutValue] = [Patch({"n": 1}), Patch({"other": 1}), Patch({"n": 2})]
+    writes += [Patch({"n": 3}), PutValue({"n": "whole"})]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await ready.wait()
+        told.clear()
+        versions = await asyncio.gather(*(bus.apply(key, change) for change in writes))
+        with anyio.fail_after(10):
+            await last.wait()
+        tg.cancel_scope.cancel()
+    # {n: 1, other: 1} together; then n=2, n=3 and the whole value, one entry each
+    assert versions[0] == versions[1] < versions[2] < versions[3] < versions[4]
+    assert [value["n"] for value in told] == [1, 2, 3, "whole"]
+    assert told[0] == {"n": 1, "other": 1} and told[-1] == {"n": "whole"}
 
 
 async def test_concurrent_patches_over_http_are_each_acknowledged_and_all_kept(

@@ -8,9 +8,9 @@ A write: :meth:`Bus.apply` runs the change in one pycrdt transaction (no await
 inside) and appends the update it produced to the store as one entry, to be
 signed by the store's writer process behind its commit; JSON writes to one key
 that come in the same turn of the loop share that transaction and entry
-(:meth:`Bus._gather`). The store's commit listener (:meth:`Bus._on_commit`, on the loop, in seq order)
-then publishes one :class:`Event` to every subscriber of the key and of its
-folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
+(:meth:`Bus._gather`). The store's commit listener (:meth:`Bus._on_commit`, on
+the loop, in seq order) then publishes one :class:`Event` to every subscriber of
+the key and of its folders. Readers of a stream get batches of events from :meth:`Bus.stream`.
 
 Entries from peers come in through :meth:`Bus.accept`: checked (placement,
 signature) and applied as they are, then stored and published by the same
@@ -74,6 +74,25 @@ class _Turn:
     origin: str | None
     changes: list[PutValue | Patch] = field(default_factory=list)
     waiting: list[asyncio.Future[int]] = field(default_factory=list)
+    # The top-level fields written so far; None once a write set the whole value.
+    fields: set[str] | None = field(default_factory=set)
+
+    def add(self, change: PutValue | Patch, done: asyncio.Future[int]) -> bool:
+        """Take the change, unless it would overwrite a field written in this turn:
+        the value each write leaves must reach the key's subscribers (the turn makes
+        one event), so such a write starts a turn of its own."""
+        names = change.patch.keys() if isinstance(change, Patch) else None
+        if self.changes and (
+            self.fields is None or names is None or not self.fields.isdisjoint(names)
+        ):
+            return False
+        if names is None:
+            self.fields = None
+        elif self.fields is not None:
+            self.fields.update(names)
+        self.changes.append(change)
+        self.waiting.append(done)
+        return True
 
 
 def _sealed_away(live: LiveDoc) -> str:
@@ -402,29 +421,31 @@ class Bus:
         come in the same turn of the loop: one transaction, one entry, one signature
         and one row for them all, committed in the next turn (:meth:`_write_turn`).
         Writes of different origins are kept apart: a reader is not sent its own
-        writes back, and must be sent everyone else's.
+        writes back, and must be sent everyone else's. A write of a field another
+        write of the turn wrote starts the next turn (:meth:`_Turn.add`), so that
+        every value written is in an event.
 
         Under many writers of one key this takes most of a write's cost off the loop
         and the writer process; a lone write waits one turn of the loop more. Writes
         that were sent before another was acknowledged still come in their order; a
         Yjs update or a DELETE sent meanwhile may come before the gathered writes (no
         order can be seen among writes in flight together)."""
-        turn = self._gathering.get((key.canonical, origin))
         loop = asyncio.get_running_loop()
-        if turn is None:
+        done: asyncio.Future[int] = loop.create_future()
+        turn = self._gathering.get((key.canonical, origin))
+        if turn is None or not turn.add(change, done):
             turn = self._gathering[key.canonical, origin] = _Turn(key, origin)
+            turn.add(change, done)
             task = loop.create_task(self._write_turn(turn))  # runs behind this turn's writers
             self._turns.add(task)
             task.add_done_callback(self._turns.discard)
-        done: asyncio.Future[int] = loop.create_future()
-        turn.changes.append(change)
-        turn.waiting.append(done)
         return await done
 
     async def _write_turn(self, turn: _Turn) -> None:
         """Write the changes gathered for a key in one turn, and tell each writer."""
         key = turn.key
-        del self._gathering[key.canonical, turn.origin]  # a write from now on starts the next
+        if self._gathering.get((key.canonical, turn.origin)) is turn:
+            del self._gathering[key.canonical, turn.origin]  # later writes start the next
         together = Together(tuple(turn.changes), {})
         try:
             live = await self._docs.get(key.canonical)
