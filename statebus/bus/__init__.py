@@ -410,6 +410,9 @@ class Bus:
             and key.namespace == self.own
             and live.sealed is None
             and encrypt_to is None
+            # a PUT sets the whole value, so it is written alone: at once, unless it must
+            # follow writes of the same origin gathered before it
+            and (isinstance(change, Patch) or (key.canonical, origin) in self._gathering)
         ):
             return await self._gather(key, change, origin)
         payloads = self._rekey(live, key, encrypt_to) if encrypt_to is not None else []
