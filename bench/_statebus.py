@@ -78,6 +78,14 @@ class StatebusNode(ServerProcess):
             raise ClientFailed(f"GET {path} ({accept}) answered {response.status}: {body[:200]!r}")
         return body
 
+    def head(self) -> int:
+        """The node's newest seq (``/_health``): how many entries it has stored."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=30)
+        try:
+            return int(json.loads(self.get(conn, "/_health", "application/json"))["version"])
+        finally:
+            conn.close()
+
     def read_json(self, path: str) -> Any:
         """The JSON value of a key, as the owner reads it."""
         conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=30)

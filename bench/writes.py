@@ -39,6 +39,7 @@ class Figures:
     other_cpu_s: float  # everything else on the machine meanwhile
     window_s: float  # from starting the client to its exit
     loop_cpu_s: float | None = None  # a statebus node's event-loop thread alone
+    entries: int | None = None  # what a statebus node stored meanwhile (its seqs)
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -67,6 +68,7 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
         full["token"] = node.token
     ctx.log(f"writes: {name}")
     loop_before = node.loop_cpu_seconds() if node is not None else 0.0
+    head_before = node.head() if node is not None else 0
     cpu_before, busy_before = server.cpu_seconds(), busy_seconds()
     started = time.perf_counter()
     result = run_load(full, timeout=seconds + 60, log_path=ctx.path(f"logs/load-{name}.log"))
@@ -75,7 +77,8 @@ def _load(ctx: Context, server: ServerProcess, name: str, **config: object) -> F
     loop = node.loop_cpu_seconds() - loop_before if node is not None else None
     other = busy_seconds() - busy_before - cpu - result.process_cpu_s
     ctx.note_other_load(other, window)
-    return Figures(result, cpu, max(0.0, other), window, loop)
+    entries = node.head() - head_before if node is not None else None
+    return Figures(result, cpu, max(0.0, other), window, loop, entries)
 
 
 def _wrk(ctx: Context, server: ServerProcess) -> float | str:
@@ -98,6 +101,7 @@ def _wrk(ctx: Context, server: ServerProcess) -> float | str:
 
 
 PATCH_NAME = "statebus PATCH merge-patch (durable)"
+APART_NAME = "statebus PATCH, each client its own Peer (durable, written apart)"
 YJS_NAME = "statebus PUT Yjs update (durable)"
 
 
@@ -124,6 +128,9 @@ def _measure(ctx: Context) -> tuple[dict[str, Figures], float | str]:
             path = f"/bench/patch{repeat}"
             patched = _load(ctx, node, "statebus-patch", method="PATCH", path=path)
             keep(PATCH_NAME, _all_applied(node, path, patched))
+            path = f"/bench/apart{repeat}"
+            apart = _load(ctx, node, "statebus-apart", method="PATCH", path=path, peers=True)
+            keep(APART_NAME, _all_applied(node, path, apart))
             keep("bare-apply", _load(ctx, bare, "bare-apply", mode="yjs", path="/apply/k"))
             path = f"/bench/yjs{repeat}"
             keep(
@@ -169,7 +176,7 @@ def run(ctx: Context) -> list[Row]:
             note=_note(bare_apply),
         ),
     ]
-    for name in (PATCH_NAME, YJS_NAME):
+    for name in (PATCH_NAME, APART_NAME, YJS_NAME):
         figures = found[name]
         ratios, target = [], patch_target if name == PATCH_NAME else ""
         if _healthy(figures):
@@ -177,7 +184,7 @@ def run(ctx: Context) -> list[Row]:
             ratios.append(times(r, "204"))
             if name == PATCH_NAME:
                 target = at_least(r, PATCH_TARGET)
-            else:
+            elif name == YJS_NAME:
                 ratios.append(times(figures.load.rate / bare_apply.load.rate, "pycrdt apply"))
         rows.append(Row(BENCH, name, _result(figures), " · ".join(ratios), target, _note(figures)))
     return rows
@@ -201,6 +208,8 @@ def _note(f: Figures) -> str:
     loop = f.loop_us_per_request
     if loop is not None:  # the rest: the store's writer process, the node's worker threads
         note += f" ({loop:.0f} on the event loop, {f.cpu_us_per_request - loop:.0f} off it)"
+    if f.entries:  # acknowledged writes, warm-up included, per entry the node stored
+        note += f"; {sum(load.acked) / f.entries:.1f} writes per log entry"
     note += f"; client {load.client_cpu_s / max(load.wall_s, 1e-9):.0%} CPU"
     if f.other_cpu_s > 0.1 * f.window_s:
         note += f"; other processes {f.other_cpu_s / f.window_s:.0%} CPU"

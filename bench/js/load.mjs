@@ -22,6 +22,7 @@ const {
 	mode = "patch", // patch | put-keys | yjs
 	fields = 1,
 	token = null,
+	peers = false, // each connection tags its writes with a Braid Peer header of its own
 } = cfg;
 
 function bodiesFor(c) {
@@ -43,6 +44,7 @@ function bodiesFor(c) {
 function requestsFor(c) {
 	const headers = { "Content-Type": contentType() };
 	if (token) headers.Authorization = `Bearer ${token}`;
+	if (peers) headers.Peer = `load-${c}`;
 	return bodiesFor(c).map((body, n) =>
 		buildRequest(method, path.replaceAll("{c}", String(c)).replaceAll("{n}", String(n)), headers, body),
 	);
