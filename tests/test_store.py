@@ -466,3 +466,30 @@ async def test_the_writer_process_outlives_signals_to_the_node_s_process_group(
         await store.append([entry("/~n/a", 2)])  # through the same process
         assert store.writer_pid == pid
     await exited(pid)  # and it ends once the store is closed
+
+
+def test_a_backlog_the_idle_signer_never_gets_to_is_signed_oldest_first_by_sign_now() -> None:
+    """On a machine with no idle time the idle thread never runs: the committing thread
+    signs a backlog down to its bound (``BACKLOG // 2`` past ``BACKLOG``), oldest first,
+    and everything at a clean stop; with no key yet it signs nothing."""
+    from statebus.identity import Identity, entry_message, verify_entry
+    from statebus.store._writer import Signer
+
+    woken: list[None] = []
+    signer = Signer(lambda: woken.append(None), idle=False)
+    identity = Identity.generate()
+    updates = {seq: f"update {seq}".encode() for seq in range(1, 11)}
+    signer.add([(seq, entry_message(identity.node_id, "/k", u)) for seq, u in updates.items()])
+    signer.sign_now(4)
+    assert signer.backlog == 10 and signer.take() == []  # no key to sign with yet
+    signer.use(identity.signing_secret())
+    signer.sign_now(4)
+    assert signer.backlog == 4
+    first = signer.take()
+    assert [seq for seq, _ in first] == [1, 2, 3, 4, 5, 6]
+    signer.sign_now(0)
+    rest = signer.take()
+    assert [seq for seq, _ in rest] == [7, 8, 9, 10] and signer.backlog == 0
+    for seq, signature in first + rest:
+        verify_entry(identity.node_id, identity.node_id, "/k", updates[seq], signature)
+    assert signer.take() == [] and not woken  # only the idle thread wakes the writer

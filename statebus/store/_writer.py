@@ -194,14 +194,15 @@ class Signer:
     signed everything there was (the committing thread may be waiting for work).
     """
 
-    def __init__(self, wake: Callable[[], None]) -> None:
+    def __init__(self, wake: Callable[[], None], *, idle: bool = True) -> None:
         self.secret: bytes | None = None
         self._todo: collections.deque[tuple[int, bytes]] = collections.deque()
         self._done: list[tuple[int, bytes]] = []
         self._signing = 0  # entries the idle thread holds
         self._changed = threading.Condition()
         self._wake = wake
-        threading.Thread(target=self._run, name="signer", daemon=True).start()
+        if idle:  # without it, only sign_now signs: a machine with no idle time, as a test
+            threading.Thread(target=self._run, name="signer", daemon=True).start()
 
     @property
     def backlog(self) -> int:
