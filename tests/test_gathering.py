@@ -13,24 +13,32 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from statebus.bus import Event, Patch, PutValue
+from statebus.bus import Bus, Event, Patch, PutValue
 from statebus.errors import StoreError
 from statebus.identity import verify_entry
-from statebus.keys import parse_key
+from statebus.keys import Key, parse_key
 from statebus.values import DocValue
-from tests.conftest import NodeFactory
+from tests.conftest import Node, NodeFactory
 from tests.test_bus import fail_batches
 
 JSON = {"Accept": "application/json"}
 
 
+async def _key_with(
+    node_factory: NodeFactory, path: str, first: dict[str, Any]
+) -> tuple[Node, Bus, Key, int]:
+    """A node whose key at ``path`` holds ``first`` (so its Doc is live), and that
+    write's version."""
+    node = await node_factory()
+    bus = node.running.bus
+    key = parse_key(path, bus.own)
+    return node, bus, key, await bus.apply(key, Patch(first))
+
+
 async def test_writes_in_one_turn_make_one_entry_and_each_is_acknowledged_with_it(
     node_factory: NodeFactory,
 ) -> None:
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/together", bus.own)
-    first = await bus.apply(key, Patch({"start": True}))
+    node, bus, key, first = await _key_with(node_factory, "/together", {"start": True})
     versions: dict[int, int] = {}
 
     async def write(n: int) -> None:
@@ -60,10 +68,7 @@ async def test_a_subscriber_is_told_each_writers_change_and_none_of_its_own(
 ) -> None:
     """Writes from different origins (readers that write) are written apart: a reader
     is not sent its own writes back, and is sent everyone else's."""
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/chat", bus.own)
-    await bus.apply(key, Patch({"open": True}))
+    _, bus, key, _ = await _key_with(node_factory, "/chat", {"open": True})
     told: list[Event] = []
     ready, last = anyio.Event(), anyio.Event()
 
@@ -98,10 +103,8 @@ async def test_a_subscriber_is_told_each_writers_change_and_none_of_its_own(
 async def test_a_writer_that_leaves_before_its_turn_is_written_still_has_its_write_kept(
     node_factory: NodeFactory,
 ) -> None:
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/leaving", bus.own)
-    await bus.apply(key, Patch({"start": True}))  # the Doc is live: joining takes no await
+    # the key's Doc is live: joining a turn takes no await
+    _, bus, key, _ = await _key_with(node_factory, "/leaving", {"start": True})
     left = anyio.Event()
 
     async def leaver() -> None:
@@ -124,10 +127,7 @@ async def test_a_writer_that_leaves_before_its_turn_is_written_still_has_its_wri
 async def test_a_turn_that_fails_to_commit_fails_every_writer_in_it_and_shows_nowhere(
     node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/failing", bus.own)
-    await bus.apply(key, Patch({"start": True}))
+    node, bus, key, _ = await _key_with(node_factory, "/failing", {"start": True})
     broken = fail_batches(monkeypatch)  # the next batch fails in the writer process
     outcomes: dict[int, Any] = {}
 
@@ -158,10 +158,7 @@ class _Raising(Patch):
 
 
 async def test_a_change_that_raises_fails_its_writer_alone(node_factory: NodeFactory) -> None:
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/mixed", bus.own)
-    await bus.apply(key, PutValue({"start": True}))
+    _, bus, key, _ = await _key_with(node_factory, "/mixed", {"start": True})
     results = await asyncio.gather(
         bus.apply(key, Patch({"a": 1})),
         bus.apply(key, _Raising({"b": 2})),
@@ -178,10 +175,7 @@ async def test_a_write_of_a_field_written_in_the_same_turn_is_an_event_of_its_ow
 ) -> None:
     """A subscriber sees every value written, even when writes in flight together set
     the same field (or the whole value): those are not gathered into one entry."""
-    node = await node_factory()
-    bus = node.running.bus
-    key = parse_key("/ticker", bus.own)
-    await bus.apply(key, Patch({"n": 0}))
+    _, bus, key, _ = await _key_with(node_factory, "/ticker", {"n": 0})
     told: list[Any] = []
     ready, last = anyio.Event(), anyio.Event()
 
