@@ -78,7 +78,7 @@ class Delete(Change):
 class Together(Change):
     """JSON writes to one key that came in the same turn of the loop, run in their
     order in one transaction (so they make one update and one entry: see
-    ``Bus._combine``). Each is run on its own: one that raises (none should, their
+    ``Bus._gather``). Each is run on its own: one that raises (none should, their
     values were validated when parsed) does not stop the others; ``failed`` keeps
     what it raised, by position."""
 
