@@ -80,11 +80,7 @@ class StatebusNode(ServerProcess):
 
     def head(self) -> int:
         """The node's newest seq (``/_health``): how many entries it has stored."""
-        conn = http.client.HTTPConnection(LOOPBACK, self.port, timeout=30)
-        try:
-            return int(json.loads(self.get(conn, "/_health", "application/json"))["version"])
-        finally:
-            conn.close()
+        return int(self.read_json("/_health")["version"])
 
     def read_json(self, path: str) -> Any:
         """The JSON value of a key, as the owner reads it."""

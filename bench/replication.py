@@ -174,6 +174,7 @@ class _Node:
 
 
 async def _until_head(node: _Node, http: httpx.AsyncClient, head: int) -> None:
+    reached = 0
     with anyio.move_on_after(DEADLINE):
         while (reached := await node.head(http)) < head:  # noqa: ASYNC110 (another process's counter)
             await anyio.sleep(0.01)
