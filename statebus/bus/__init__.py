@@ -459,17 +459,15 @@ class Bus:
                 )
             update, exists = self._transact(live, together)
             version = await self._write(live, key, [], update, exists, b"", turn.origin)
-        except BaseException as exc:
+        except Exception as exc:
             for done in turn.waiting:
-                if done.done():
-                    continue  # its writer left
-                if isinstance(exc, Exception):
+                if not done.done():  # done: its writer left
                     done.set_exception(exc)
-                else:
-                    done.cancel()
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:  # cancelled (the loop is closing): so are its writers
+            for done in turn.waiting:
+                done.cancel()
+            raise
         for i, done in enumerate(turn.waiting):
             if done.done():
                 continue
